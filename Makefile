@@ -1,0 +1,74 @@
+# stoker: every target sets up .venv first (idempotent), then runs one package's __main__.
+# Variables (all optional): see README.md, "Make targets and variables".
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.stoker-installed
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONPATH := $(CURDIR)
+
+HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \
+	HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO MAKEFLAGS=-j2 CMAKE=/usr/bin/cmake
+
+# make-line variables passed to python as KEY=value (empty ones are left out)
+VARS := DATASET DATA_DIR PIPELINE STRATEGY DEVICES NP HOSTS STAGES MICROBATCHES REMAT TPU EPOCHS BATCH \
+	STEPS LR MODEL RUN SEED MIXED_PRECISION DETERMINISTIC DATA_SERVICE CONFIG SHARDS RUNNER
+ARGS = $(foreach v,$(VARS),$(if $($(v)),$(v)=$($(v))))
+SET ?=
+BEAM_ARGS ?=
+
+.PHONY: setup train prepare datasets test test-fast lint format profile bench tensorboard data-service clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
+
+setup: $(STAMP)  ## create .venv and install everything (idempotent)
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet -e ".[test,dali]"
+	$(HOROVOD_ENV) $(PIP) install --quiet --no-build-isolation "horovod==0.28.1"
+	$(PIP) install --quiet --no-build-isolation "nvidia-dali-tf-plugin-cuda120==2.4.0"
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PY) -c "import tensorflow, tf_keras, tensorflow_io, apache_beam, horovod.tensorflow, nvidia.dali, torch"
+	@touch $(STAMP)
+
+train: setup  ## train on DATASET (prepared first if missing); writes runs/$(RUN)/
+	$(PY) -m training $(ARGS) $(if $(SET),--set $(SET))
+
+prepare: setup  ## write DATASET's files with its Beam job (RUNNER=, BEAM_ARGS=, SHARDS=)
+	$(PY) -m ingest prepare $(ARGS) $(if $(SET),--set $(SET)) $(if $(BEAM_ARGS),--beam-args "$(BEAM_ARGS)")
+
+datasets: setup  ## list registered datasets (built-ins and plug-ins)
+	$(PY) -m ingest datasets
+
+profile: setup  ## profile input vs compute for the same variables as train
+	$(PY) -m profiles $(ARGS) $(if $(SET),--set $(SET))
+
+bench: setup  ## ingestion benchmarks (QUICK=1 for a smoke run); writes benchmarks/results/
+	$(PY) -m benchmarks $(if $(QUICK),--quick) $(if $(DATASET),--dataset $(DATASET))
+
+data-service: setup  ## run a tf.data service dispatcher and WORKERS workers on 127.0.0.1
+	$(PY) -m ingest service $(if $(WORKERS),--workers $(WORKERS))
+
+tensorboard: setup  ## TensorBoard on runs/$(RUN) (or all runs)
+	$(VENV)/bin/tensorboard --logdir runs/$(RUN) --host 127.0.0.1
+
+test: setup  ## all tests, slow multi-process ones included
+	$(PY) -m pytest -q
+
+test-fast: setup  ## tests without the slow multi-process ones
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup  ## ruff check and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup  ## ruff format
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+clean:  ## remove runs/ and prepared data/ (not .venv)
+	rm -rf runs data

@@ -1,0 +1,66 @@
+"""``python -m ingest prepare|datasets|service``: what ``make prepare``, ``make datasets`` and
+``make data-service`` run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from stoker import cli
+
+log = logging.getLogger("stoker")
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from ingest import datasets
+    from training import config as run_config
+
+    config = run_config.from_args(args.items, args.set)
+    runner = dict(i.split("=", 1) for i in args.items if "=" in i).get("RUNNER", "DirectRunner")
+    dataset = datasets.get(config.data)
+    info = dataset.prepare(runner=runner, beam_args=shlex.split(args.beam_args or ""))
+    for split, meta in info.get("splits", {}).items():
+        log.info("%s/%s: %d examples in %d files", dataset.name, split, meta["num_examples"], len(meta.get("shards", [])))
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from ingest import datasets
+
+    reg = datasets.REGISTRY
+    rows = [(name, reg.origin(name) or "stoker (built-in)", (reg.get(name).__doc__ or "").strip().splitlines()[0])
+            for name in reg.names()]
+    width = max(len(r[0]) for r in rows)
+    out = [f"{'name':<{width}}  {'from':<22} description"] + [f"{n:<{width}}  {o:<22} {d}" for n, o, d in rows]
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _service(args: argparse.Namespace) -> int:
+    from ingest import service
+
+    return service.main(args)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m ingest")
+    sub = p.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare", help="write a dataset's files (Beam job)")
+    prep.add_argument("items", nargs="*")
+    prep.add_argument("--set", action="append", default=[])
+    prep.add_argument("--beam-args", default="", help="flags passed to Beam, e.g. '--flink_master=host:8081'")
+    sub.add_parser("datasets", help="list registered datasets")
+    svc = sub.add_parser("service", help="run a tf.data service dispatcher and workers")
+    svc.add_argument("--workers", type=int, default=2)
+    svc.add_argument("--host", default="127.0.0.1")
+    svc.add_argument("--port", type=int, default=5050)
+    svc.add_argument("--work-dir", default="runs/data_service")
+    args = p.parse_args()
+    cli.setup_logging()
+    return {"prepare": _prepare, "datasets": _datasets, "service": _service}[args.command](args)
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)

@@ -1,0 +1,165 @@
+"""The dataset contract: what a registered dataset declares, and the rest done for it.
+
+A dataset says where its files are per split (:meth:`Dataset.files`), how to read one file
+(:meth:`Dataset.read`), how to parse a *batch* of records (:meth:`Dataset.parse`), an
+optional per-example :meth:`Dataset.augment`, its :attr:`Dataset.element_spec` and, when
+known, its size. A third-party package subclasses :class:`Dataset` and exposes the class
+through the ``stoker.datasets`` entry point group; ``ingest.testing`` checks the contract.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow as tf
+
+from ingest.options import DataOptions
+from ingest.sources import tfrecord
+from stoker.errors import CorruptDataError, DataError
+
+INFO_FILE = "dataset_info.json"
+
+
+class Dataset:
+    """Base class of every dataset. Subclasses set :attr:`name` and override what differs.
+
+    The defaults describe a dataset prepared by stoker: TFRecord shards named
+    ``<data_dir>/<name>/<split>-NNNNN-of-NNNNN.tfrecord[.gz]`` beside a ``dataset_info.json``
+    that records examples and bytes per shard.
+    """
+
+    name: ClassVar[str] = ""
+    format: ClassVar[str] = "tfrecord"  # "tfrecord" enables the integrity scan and skip_corrupt
+    feature_key: ClassVar[str] = "image"  # the model input
+    label_key: ClassVar[str] = "label"
+
+    def __init__(self, options: DataOptions | None = None) -> None:
+        self.options = options or DataOptions(name=self.name or "unnamed")
+
+    # ---- where the data is --------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """The dataset's folder, ``<data_dir>/<name>``."""
+        return Path(self.options.data_dir) / self.name
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The parsed ``dataset_info.json`` ({} when there is none)."""
+        path = self.root / INFO_FILE
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise CorruptDataError(f"{path}: not valid JSON ({err}); re-run `make prepare DATASET={self.name}`") from None
+
+    def is_prepared(self) -> bool:
+        """True when ``dataset_info.json`` exists (prepare writes it last, atomically)."""
+        return (self.root / INFO_FILE).is_file()
+
+    def files(self, split: str) -> list[str]:
+        """Sorted file paths of ``split``; raises :class:`DataError` naming the pattern if none."""
+        if not Path(self.options.data_dir).is_dir():
+            raise DataError(
+                f"DATA_DIR {self.options.data_dir!r} does not exist; create it or run "
+                f"`make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
+            )
+        pattern = str(self.root / f"{split}-*.tfrecord*")
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise DataError(
+                f"no files match {pattern!r} for split {split!r} of dataset {self.name!r}; "
+                f"run `make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
+            )
+        self._check_sizes(split, found)
+        return found
+
+    def _check_sizes(self, split: str, found: list[str]) -> None:
+        shards = self.info.get("splits", {}).get(split, {}).get("shards")
+        if not shards:
+            return
+        expected = {s["file"]: s for s in shards}
+        names = {os.path.basename(p) for p in found}
+        if names != set(expected):
+            raise CorruptDataError(
+                f"{self.root}: split {split!r} has shards {sorted(names)} but {INFO_FILE} lists "
+                f"{sorted(expected)}; re-run `make prepare DATASET={self.name}`"
+            )
+        for path in found:
+            want = expected[os.path.basename(path)]["bytes"]
+            if os.path.getsize(path) != want:
+                raise CorruptDataError(
+                    f"{path} is {os.path.getsize(path)} bytes but was written as {want} bytes: it was truncated "
+                    f"or overwritten; re-run `make prepare DATASET={self.name}` (or restore the file)"
+                )
+
+    def num_examples(self, split: str) -> int | None:
+        """Examples in ``split`` when known (from ``dataset_info.json``)."""
+        return self.info.get("splits", {}).get(split, {}).get("num_examples")
+
+    def expected_records(self, path: str) -> int | None:
+        """Records written into shard ``path`` when known."""
+        for split in self.info.get("splits", {}).values():
+            for shard in split.get("shards", []):
+                if shard["file"] == os.path.basename(path):
+                    return shard["num_examples"]
+        return None
+
+    # ---- how to read it ------------------------------------------------------------------
+    @property
+    def compression(self) -> str:
+        """TFRecord compression of the files ('' or 'GZIP')."""
+        return self.info.get("compression", self.options.compression)
+
+    def read(self, path: tf.Tensor) -> tf.data.Dataset:
+        """Records of one file (runs in the tf.data runtime)."""
+        return tfrecord.read(path, self.compression)
+
+    def in_memory(self, split: str) -> tf.data.Dataset | None:
+        """Records made in memory instead of read from files (synthetic data); None reads files."""
+        return None
+
+    def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Parse a batch of records (leading dimension) into a dict of batched tensors."""
+        raise NotImplementedError(f"dataset {self.name!r} must define parse(records)")
+
+    def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per-example training augmentation with stateless ops seeded by ``seed`` (shape [2])."""
+        return example
+
+    has_augment: ClassVar[bool] = False  # set True where augment() does work
+
+    def preprocess(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Per-example work done for training and evaluation after augmentation (e.g. normalize)."""
+        return example
+
+    @property
+    def element_spec(self) -> dict[str, tf.TensorSpec]:
+        """Spec of one parsed example (before augment)."""
+        raise NotImplementedError(f"dataset {self.name!r} must define element_spec")
+
+    @property
+    def num_classes(self) -> int:
+        """Label classes (from ``dataset_info.json`` when present)."""
+        names = self.info.get("label_names")
+        if names:
+            return len(names)
+        raise NotImplementedError(f"dataset {self.name!r} must define num_classes")
+
+    def example_bytes(self) -> int:
+        """Bytes of one parsed example, from the element spec (for cache and shuffle budgets)."""
+        total = 0
+        for spec in self.element_spec.values():
+            shape = [d if d is not None else 1 for d in spec.shape.as_list()]
+            total += int(np.prod(shape)) * spec.dtype.size
+        return total
+
+    # ---- how to make it ------------------------------------------------------------------
+    def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict[str, Any]:
+        """Generate or convert the raw data into files (``make prepare``); none by default."""
+        raise DataError(f"dataset {self.name!r} has no prepare step; put its files under {self.root}")

@@ -1,0 +1,20 @@
+"""The dataset registry: built-ins registered here, others through ``stoker.datasets`` entry points."""
+
+from __future__ import annotations
+
+from ingest.dataset import Dataset
+from ingest.datasets.clicks import Clicks
+from ingest.datasets.shapes import Shapes
+from ingest.datasets.synthetic import Synthetic
+from ingest.options import DataOptions
+from stoker.registry import Registry
+
+REGISTRY: Registry[type[Dataset]] = Registry("dataset", group="stoker.datasets")
+for _cls in (Shapes, Clicks, Synthetic):
+    REGISTRY.register(_cls.name, _cls)
+
+
+def get(options: DataOptions) -> Dataset:
+    """The dataset named by ``options.name``, made with ``options``."""
+    cls = REGISTRY.get(options.name)
+    return cls(options)

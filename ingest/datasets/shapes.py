@@ -1,0 +1,119 @@
+"""``shapes``: colored shapes on noisy backgrounds, as JPEG in TFRecord shards (the default).
+
+Example ``i`` of a split is drawn from a generator seeded by (seed, split, i), so the data
+is the same on every machine and runner. Four classes (circle, square, triangle, cross);
+size, position, color and background noise vary. ``data.image_size`` sets the resolution
+(64 for training, 256 for the benchmarks); ``data.train_examples`` the size.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import zlib
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+from ingest.dataset import Dataset
+from ingest.options import DataOptions
+from ingest.prepare import beam_job
+
+LABELS = ("circle", "square", "triangle", "cross")
+DEFAULT_SIZES = {"train": 8000, "validation": 1000}
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "id": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def draw(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, int]:
+    """The uint8 [size, size, 3] image and label of example ``index`` (deterministic)."""
+    rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+    label = int(index % len(LABELS))
+    background = rng.integers(0, 256, 3)
+    pixels = np.clip(background + rng.normal(0, 24, (size, size, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    pen = ImageDraw.Draw(image)
+    color = tuple(int(c) for c in (background + 128 + rng.integers(-40, 40, 3)) % 256)
+    r = rng.uniform(0.18, 0.32) * size
+    cx, cy = rng.uniform(r, size - r, 2)
+    if LABELS[label] == "circle":
+        pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+    elif LABELS[label] == "square":
+        pen.rectangle([cx - r, cy - r, cx + r, cy + r], fill=color)
+    elif LABELS[label] == "triangle":
+        pen.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
+    else:
+        w = r / 3
+        pen.rectangle([cx - r, cy - w, cx + r, cy + w], fill=color)
+        pen.rectangle([cx - w, cy - r, cx + w, cy + r], fill=color)
+    return np.asarray(image), label
+
+
+def make_example(split: str, index: int, *, seed: int, size: int) -> tuple[bytes, np.ndarray]:
+    """A serialized tf.train.Example and the pixel statistics (sum, sum of squares, count)."""
+    pixels, label = draw(seed, split, index, size)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[index])),
+    }
+    flat = pixels.reshape(-1, 3).astype(np.float64) / 255.0
+    stats = np.stack([flat.sum(0), (flat**2).sum(0), np.full(3, len(flat))])
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(), stats
+
+
+class Shapes(Dataset):
+    """Colored shapes, JPEG-encoded in TFRecord shards; decoded in the batched parse."""
+
+    name = "shapes"
+    has_augment = True
+
+    @property
+    def size(self) -> int:
+        return int(self.info.get("image_size", self.options.image_size))
+
+    @property
+    def element_spec(self) -> dict[str, tf.TensorSpec]:
+        return {"image": tf.TensorSpec([self.size, self.size, 3], tf.uint8),
+                "label": tf.TensorSpec([], tf.int64), "id": tf.TensorSpec([], tf.int64)}
+
+    @property
+    def num_classes(self) -> int:
+        return len(LABELS)
+
+    def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Parse a batch of serialized Examples and decode their JPEGs to uint8."""
+        ex = tf.io.parse_example(records, _FEATURES)
+        size = self.size
+        images = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_jpeg(b, channels=3), [size, size, 3]),
+                           ex["image"], fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+        return {"image": images, "label": ex["label"], "id": ex["id"]}
+
+    def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Random horizontal flip (stateless, keyed by ``seed``)."""
+        image = tf.image.stateless_random_flip_left_right(example["image"], seed=seed)
+        return dict(example, image=image)
+
+    def preprocess(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """uint8 to float32, normalized by the per-channel mean and std of the train split."""
+        mean = tf.constant(self.info.get("mean", [0.5] * 3), tf.float32)
+        std = tf.constant(self.info.get("std", [0.25] * 3), tf.float32)
+        image = (tf.cast(example["image"], tf.float32) / 255.0 - mean) / std
+        return dict(example, image=image)
+
+    def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict:
+        """Generate the dataset with a Beam job (``make prepare DATASET=shapes``)."""
+        o: DataOptions = self.options
+        splits = {"train": o.train_examples or DEFAULT_SIZES["train"],
+                  "validation": o.eval_examples or DEFAULT_SIZES["validation"]}
+        make = functools.partial(make_example, seed=o.seed, size=o.image_size)
+        info = {"name": self.name, "version": "1.0.0", "image_size": o.image_size, "seed": o.seed,
+                "label_names": list(LABELS), "features": {"image": "jpeg bytes", "label": "int64", "id": "int64"}}
+        return beam_job.run(self.root, make, splits=splits, shards=o.shards or 8, compression=o.compression,
+                            info=info, runner=runner, beam_args=beam_args)

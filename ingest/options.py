@@ -1,0 +1,103 @@
+"""Options of the data section and the pipeline section of a run config.
+
+Every tf.data optimization is one switch of :class:`PipelineOptions`. A field left at
+``None`` takes its value from the preset (``naive``: every optimization off;
+``optimized``: every one on, AUTOTUNE), so both presets are the same code with other values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+AUTOTUNE = -1  # Spelled -1 in configs, as tf.data.AUTOTUNE is.
+
+PRESETS: dict[str, dict[str, object]] = {
+    "naive": dict(
+        interleave=False, read_parallelism=1, vectorize=False, map_parallelism=1, cache=False,
+        prefetch=False, prefetch_buffer=0, deterministic=True, private_threadpool=0,
+    ),
+    "optimized": dict(
+        interleave=True, read_parallelism=AUTOTUNE, vectorize=True, map_parallelism=AUTOTUNE, cache=True,
+        prefetch=True, prefetch_buffer=AUTOTUNE, deterministic=False, private_threadpool=0,
+    ),
+}
+# DALI decodes and augments in its own pipeline; the tf.data part around it stays optimized.
+PRESETS["dali"] = dict(PRESETS["optimized"])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataOptions:
+    """Which dataset, where it lives, and how it is made (``make prepare``)."""
+
+    name: str = "shapes"  # registered dataset name (`make datasets` lists them)
+    data_dir: str = "data"  # root holding <data_dir>/<name>/ (TFRecord shards + dataset_info.json)
+    train_split: str = "train"  # split trained on
+    eval_split: str = "validation"  # split evaluated on ('' to skip evaluation)
+    shuffle_buffer: int = 4096  # examples held by the shuffle stage
+    seed: int = 0  # seeds file order, shuffle, augmentation and generation
+    image_size: int = 64  # side of generated images (shapes); benchmarks use 256
+    train_examples: int = 0  # examples to generate for train (0: the dataset's default)
+    eval_examples: int = 0  # examples to generate for validation (0: the dataset's default)
+    shards: int = 0  # TFRecord shards per split written by prepare (0: the dataset's default)
+    compression: Literal["", "GZIP"] = ""  # TFRecord compression written by prepare
+    parquet_reader: Literal["tfio", "pyarrow"] = "tfio"  # Parquet through tensorflow-io or pyarrow
+
+    def __post_init__(self) -> None:
+        for key in ("shuffle_buffer", "train_examples", "eval_examples", "shards", "image_size"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"data.{key}={getattr(self, key)} must be >= 0")
+        if self.image_size and self.image_size < 16:
+            raise ValueError(f"data.image_size={self.image_size} is too small to draw shapes on; use >= 16")
+        if not self.name:
+            raise ValueError("data.name is empty: give DATASET=<name> (`make datasets` lists them)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PipelineOptions:
+    """The tf.data stages and their switches (``None``: from ``preset``)."""
+
+    preset: Literal["naive", "optimized", "dali"] = "optimized"  # PIPELINE=
+    interleave: bool | None = None  # read files in parallel (parallel interleave)
+    cycle_length: int = 4  # files read at once; pinned so order is reproducible across machines
+    block_length: int = 1  # consecutive records taken from one file
+    read_parallelism: int | None = None  # interleave threads (-1 AUTOTUNE)
+    vectorize: bool | None = None  # parse a batch of records per call instead of one record
+    parse_batch: int = 256  # records per vectorized parse call
+    map_parallelism: int | None = None  # parallel calls of parse and augment (-1 AUTOTUNE)
+    cache: bool | None = None  # cache parsed examples (before shuffle and augmentation)
+    cache_path: str = ""  # '' caches in memory, else a file prefix on disk
+    cache_budget_mb: int = 8192  # refuse a memory cache larger than this (estimated from the split)
+    shuffle: bool = True  # shuffle training examples (never evaluation)
+    prefetch: bool | None = None  # overlap input with compute (host prefetch at the end)
+    prefetch_buffer: int | None = None  # batches prefetched (-1 AUTOTUNE)
+    device_prefetch: bool = False  # also prefetch onto the accelerator (GPU only)
+    deterministic: bool | None = None  # keep element order under parallelism
+    private_threadpool: int | None = None  # threads of a private pool (0: the shared pool)
+    autotune_cpu_budget: int = 0  # cores AUTOTUNE may use (0: all)
+    autotune_ram_budget_mb: int = 0  # RAM AUTOTUNE buffers may use (0: half of RAM)
+    skip_corrupt: bool = False  # skip corrupt TFRecord records instead of failing (counted)
+    max_corrupt: int = 100  # with skip_corrupt: fail when more records than this are bad
+    data_service: str = ""  # grpc://host:port of a tf.data service dispatcher ('' runs locally)
+    service_mode: Literal["dynamic", "off"] = "dynamic"  # tf.data service processing mode
+    service_timeout_s: float = 60.0  # fail when the service gives no element for this long
+
+    def __post_init__(self) -> None:
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        for key in ("cycle_length", "block_length", "parse_batch"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"pipeline.{key}={getattr(self, key)} must be >= 1")
+        for key in ("read_parallelism", "map_parallelism", "prefetch_buffer"):
+            value = getattr(self, key)
+            if value == 0 and key != "prefetch_buffer" or value < AUTOTUNE:
+                raise ValueError(f"pipeline.{key}={value}: use a positive count or -1 for AUTOTUNE")
+        if self.prefetch and self.prefetch_buffer == 0:
+            raise ValueError("pipeline.prefetch=true needs pipeline.prefetch_buffer >= 1 or -1 (AUTOTUNE)")
+        if self.max_corrupt < 0 or self.private_threadpool < 0 or self.autotune_cpu_budget < 0:
+            raise ValueError("pipeline.max_corrupt, private_threadpool and autotune_cpu_budget must be >= 0")
+        if self.data_service and not self.data_service.startswith("grpc://"):
+            raise ValueError(f"pipeline.data_service={self.data_service!r}: expected grpc://host:port")
+        if self.service_timeout_s <= 0:
+            raise ValueError("pipeline.service_timeout_s must be > 0")

@@ -1,0 +1,72 @@
+"""Parquet files, read through tensorflow-io (in the tf.data runtime) or through pyarrow.
+
+Both readers yield dicts of column tensors, one element per row. The schema is checked on
+the host against what the dataset declares before any data flows, so a missing column or a
+column of the wrong type is one error naming the file and the column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+from stoker.errors import DataError
+
+_TF_OF_ARROW = {pa.int64(): tf.int64, pa.int32(): tf.int32, pa.float32(): tf.float32, pa.float64(): tf.float64}
+
+
+def check_schema(path: str, columns: Mapping[str, tf.DType]) -> None:
+    """Raise :class:`DataError` naming ``path`` and the column if the schema does not match."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise DataError(f"{path}: not a readable Parquet file ({err}); re-create it or remove it") from None
+    for name, dtype in columns.items():
+        if name not in schema.names:
+            raise DataError(
+                f"{path}: column {name!r} is missing (file has {', '.join(schema.names)}); "
+                f"the dataset needs {', '.join(columns)}"
+            )
+        got = _TF_OF_ARROW.get(schema.field(name).type)
+        if got != dtype:
+            raise DataError(
+                f"{path}: column {name!r} has type {schema.field(name).type}, expected {dtype.name}; "
+                f"rewrite the file with that column as {dtype.name}"
+            )
+
+
+def read_tfio(path: tf.Tensor | str, columns: Mapping[str, tf.DType]) -> tf.data.Dataset:
+    """Rows as dicts, read by ``tfio.IODataset.from_parquet`` (runs in the tf.data runtime)."""
+    import tensorflow_io as tfio  # Imported here: loading its ops costs a second.
+
+    spec = {name: tf.TensorSpec([], dtype) for name, dtype in columns.items()}
+    ds = tfio.IODataset.from_parquet(path, columns=spec)
+    # tensorflow-io keys columns by bytes names; give them back their plain names.
+    return ds.map(lambda row: {name: row[name.encode() if isinstance(next(iter(row)), bytes) else name] for name in columns})
+
+
+def read_pyarrow(path: tf.Tensor | str, columns: Mapping[str, tf.DType], batch_rows: int = 4096) -> tf.data.Dataset:
+    """Rows as dicts, read by pyarrow in record batches on the host (a generator)."""
+    spec = {name: tf.TensorSpec([None], dtype) for name, dtype in columns.items()}
+
+    def batches(name: bytes):
+        with pq.ParquetFile(name.decode()) as f:
+            for batch in f.iter_batches(batch_size=batch_rows, columns=list(columns)):
+                yield {name: np.asarray(batch.column(name).to_numpy()) for name in columns}
+
+    return tf.data.Dataset.from_generator(batches, args=(path,), output_signature=spec).unbatch()
+
+
+def write(path: str, table: Mapping[str, np.ndarray], row_group: int = 4096) -> int:
+    """Write a Parquet file atomically; returns rows written."""
+    from pathlib import Path
+
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(pa.table(dict(table)), tmp, row_group_size=row_group)
+    tmp.replace(target)
+    return len(next(iter(table.values())))

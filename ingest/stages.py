@@ -1,0 +1,142 @@
+"""The pipeline's stages: small ``Dataset -> Dataset`` functions with keyword-only options.
+
+Each runs in the tf.data runtime once built; building happens on the host. ``pipeline.build``
+composes them in one fixed order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from ingest.options import AUTOTUNE, PipelineOptions
+
+log = logging.getLogger(__name__)
+Example = dict[str, tf.Tensor]
+
+
+def _calls(n: int | None) -> int | None:
+    """Parallel calls for tf.data: -1 is AUTOTUNE, 1 is sequential (None)."""
+    if n is None or n == 1:
+        return None
+    return tf.data.AUTOTUNE if n == AUTOTUNE else n
+
+
+def shard_plan(num_files: int, num_pipelines: int) -> str:
+    """'files' when every input pipeline can get at least one file, else 'examples'."""
+    return "files" if num_files >= num_pipelines else "examples"
+
+
+def list_files(files: list[str], *, pipelines: int, index: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """This pipeline's files: sorted, sharded by file when there are enough, then shuffled.
+
+    Sharding happens before the shuffle so the split between pipelines never depends on it;
+    the shuffle is seeded so every epoch's file order is reproducible.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
+    if pipelines > 1 and shard_plan(len(files), pipelines) == "files":
+        ds = ds.shard(pipelines, index)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def interleave(files: tf.data.Dataset, read: Callable[[tf.Tensor], tf.data.Dataset], *, options: PipelineOptions,
+               ordered: bool) -> tf.data.Dataset:
+    """Records of all files: ``cycle_length`` files at once, in parallel when switched on."""
+    if not options.interleave:
+        return files.flat_map(read)
+    return files.interleave(
+        read, cycle_length=options.cycle_length, block_length=options.block_length,
+        num_parallel_calls=_calls(options.read_parallelism), deterministic=True if ordered else None,
+    )
+
+
+def shard_examples(ds: tf.data.Dataset, *, pipelines: int, index: int) -> tf.data.Dataset:
+    """Every ``pipelines``-th record from ``index``: for fewer files than input pipelines."""
+    return ds.shard(pipelines, index)
+
+
+def parse(ds: tf.data.Dataset, fn: Callable[[tf.Tensor], Example], *, options: PipelineOptions,
+          ordered: bool) -> tf.data.Dataset:
+    """Parsed examples. Vectorized: batch ``parse_batch`` records, parse once, unbatch.
+
+    Without vectorization each record is parsed alone through the same batched function
+    (a batch of one), so both switches run the same parsing code.
+    """
+    det = True if ordered else None
+    if options.vectorize:
+        ds = ds.batch(options.parse_batch)
+        ds = ds.map(fn, num_parallel_calls=_calls(options.map_parallelism), deterministic=det)
+        return ds.unbatch()
+    one = lambda record: tf.nest.map_structure(lambda t: t[0], fn(tf.nest.map_structure(lambda r: r[None], record)))  # noqa: E731
+    return ds.map(one, num_parallel_calls=_calls(options.map_parallelism), deterministic=det)
+
+
+def cache(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Dataset:
+    """Keep parsed examples after the first epoch, in memory or in ``cache_path`` files."""
+    return ds.cache(options.cache_path) if options.cache else ds
+
+
+def shuffle(ds: tf.data.Dataset, *, buffer: int, seed: int) -> tf.data.Dataset:
+    """Shuffle examples with a seeded buffer, reshuffled every epoch."""
+    return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) if buffer > 1 else ds
+
+
+def augment(ds: tf.data.Dataset, fn: Callable[[Example, tf.Tensor], Example], *, options: PipelineOptions,
+            seed: int) -> tf.data.Dataset:
+    """Per-example augmentation with stateless randomness keyed by (seed, position in stream).
+
+    The key depends on the element's position, not on which thread runs it, so parallel
+    augmentation gives the same values as sequential augmentation, and a restored iterator
+    continues with the same randomness.
+    """
+    keyed = ds.enumerate()
+    return keyed.map(lambda i, ex: fn(ex, tf.stack([tf.constant(seed, tf.int64), i])),
+                     num_parallel_calls=_calls(options.map_parallelism),
+                     deterministic=True if options.deterministic else None)
+
+
+def per_example(ds: tf.data.Dataset, fn: Callable[[Example], Example], *, options: PipelineOptions) -> tf.data.Dataset:
+    """Per-example work done for every split (e.g. normalization)."""
+    return ds.map(fn, num_parallel_calls=_calls(options.map_parallelism),
+                  deterministic=True if options.deterministic else None)
+
+
+def batch(ds: tf.data.Dataset, *, size: int, drop_remainder: bool) -> tf.data.Dataset:
+    """Batches of ``size`` examples; ``drop_remainder`` keeps shapes static (TPU, replicas)."""
+    return ds.batch(size, drop_remainder=drop_remainder)
+
+
+def with_options(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Dataset:
+    """The one place threading, determinism and autotune budgets are set."""
+    opts = tf.data.Options()
+    opts.deterministic = bool(options.deterministic)
+    if options.private_threadpool:
+        opts.threading.private_threadpool_size = options.private_threadpool
+    opts.autotune.enabled = options.preset != "naive"
+    if options.autotune_cpu_budget:
+        opts.autotune.cpu_budget = options.autotune_cpu_budget
+    if options.autotune_ram_budget_mb:
+        opts.autotune.ram_budget = options.autotune_ram_budget_mb * 2**20
+    # tf.data rewrites that would turn on parallelism behind a switch's back stay off in naive.
+    opts.experimental_optimization.map_parallelization = options.preset != "naive"
+    opts.experimental_optimization.inject_prefetch = options.preset != "naive"
+    return ds.with_options(opts)
+
+
+def prefetch(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Dataset:
+    """Overlap producing batch n+1 with consuming batch n (host), optionally onto a GPU."""
+    if not options.prefetch:
+        return ds
+    buffer = tf.data.AUTOTUNE if options.prefetch_buffer == AUTOTUNE else options.prefetch_buffer
+    ds = ds.prefetch(buffer)
+    if options.device_prefetch:
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            ds = ds.apply(tf.data.experimental.prefetch_to_device(gpus[0].name))
+        else:
+            log.warning("pipeline.device_prefetch=true but there is no GPU; prefetching on the host only")
+    return ds

@@ -1,0 +1,54 @@
+"""stoker: keep accelerators fed. Install with `make setup` (see README.md)."""
+
+from setuptools import find_packages, setup
+
+# Pins that were tried together on this machine (../shared/stack/tried-together-py311.txt).
+# Horovod and the DALI TensorFlow plugin compile against the installed TensorFlow, so the
+# Makefile installs them after this package, with --no-build-isolation (extras document pins).
+CORE = [
+    "tensorflow==2.16.2",
+    "tf-keras==2.16.0",
+    "tensorflow-io==0.37.1",
+    "tensorboard==2.16.2",
+    "tensorboard-plugin-profile==2.16.0",
+    "apache-beam[tfrecord]==2.77.0",
+    "google-crc32c==1.9.0",
+    "pyarrow==25.0.1",
+    "numpy==1.26.4",
+    "protobuf==4.25.9",
+    "PyYAML==6.0.4",
+    "pillow==12.3.0",
+    "psutil==7.2.2",
+    "matplotlib>=3.8,<4",
+    "tqdm>=4.66,<5",
+]
+
+setup(
+    name="stoker",
+    version="0.1.0",
+    description="High-performance tf.data input pipelines and distributed training",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["stoker*", "ingest*", "strategies*", "training*",
+                                    "profiles*", "benchmarks*"]),
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require={
+        "dali": ["nvidia-dali-cuda120==2.4.0"],
+        "dali-tf": ["nvidia-dali-tf-plugin-cuda120==2.4.0"],
+        "horovod": ["horovod==0.28.1"],
+        "torch": ["torch==2.13.0"],
+        "test": ["pytest>=8,<9", "pytest-timeout>=2.3,<3", "hypothesis>=6.100,<7", "ruff>=0.6,<1"],
+    },
+    entry_points={
+        "stoker.datasets": [
+            "shapes = ingest.datasets.shapes:Shapes",
+            "clicks = ingest.datasets.clicks:Clicks",
+            "synthetic = ingest.datasets.synthetic:Synthetic",
+        ],
+        "stoker.models": [
+            "shapes_cnn = training.models:shapes_cnn",
+            "clicks_mlp = training.models:clicks_mlp",
+            "resnet_small = training.models:resnet_small",
+        ],
+    },
+)

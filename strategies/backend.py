@@ -1,0 +1,124 @@
+"""The backend protocol every strategy offers, its options, and the registry over them.
+
+One training loop drives every backend. A backend owns: the scope variables are made in,
+how a host batch becomes per-replica values (:meth:`Backend.distribute`), running a replica
+function (:meth:`Backend.run`), reducing results, and computing a replica's loss and
+gradients (:meth:`Backend.loss_and_grads`: a plain GradientTape by default; Horovod wraps
+it, pipeline parallelism splits it into stages and micro-batches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import tensorflow as tf
+
+from stoker.registry import Registry
+from strategies.topology import Topology
+
+STRATEGIES = ("one_device", "mirrored", "multi_worker", "horovod", "pipeline", "tpu")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StrategyOptions:
+    """How training is distributed."""
+
+    name: str = "mirrored"  # one_device | mirrored | multi_worker | horovod | pipeline | tpu
+    devices: int = 2  # devices per process: logical CPU devices here, real GPUs when present
+    processes: int = 2  # worker processes launched locally (multi_worker, horovod)
+    hosts: str = ""  # horovod: host1:4,host2:4 (empty: localhost:processes)
+    port: int = 0  # first port of locally launched workers (0: pick free ports)
+    stages: int = 2  # pipeline: consecutive model stages, one per device
+    microbatches: int = 4  # pipeline: micro-batches per step
+    remat: bool = False  # pipeline: recompute each stage's activations in the backward pass
+    tpu: str = "local"  # TPU name or grpc:// address for TPUClusterResolver
+    tpu_timeout_s: float = 30.0  # give up connecting to a TPU after this long
+    collective_timeout_s: float = 120.0  # multi_worker/horovod: a peer silent this long is dead
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGIES:
+            import difflib
+
+            close = difflib.get_close_matches(self.name, STRATEGIES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"unknown strategy {self.name!r}{hint}: choose one of {', '.join(STRATEGIES)}")
+        for key in ("devices", "processes", "stages", "microbatches"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"strategy.{key}={getattr(self, key)} must be >= 1")
+        if self.name == "pipeline" and self.stages > self.devices:
+            raise ValueError(f"strategy.stages={self.stages} needs as many devices; set DEVICES={self.stages}")
+
+
+class Backend:
+    """Base backend: one device, no distribution. Subclasses override what differs."""
+
+    def __init__(self, options: StrategyOptions) -> None:
+        self.options = options
+        self.topology = Topology()
+
+    @property
+    def num_replicas(self) -> int:
+        return self.topology.replicas
+
+    @property
+    def is_chief(self) -> bool:
+        return self.topology.is_chief
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """Where model and optimizer variables are created."""
+        return contextlib.nullcontext()
+
+    def input_context(self) -> tf.distribute.InputContext:
+        """This worker's input pipeline among all of them (for sharding)."""
+        t = self.topology
+        return tf.distribute.InputContext(t.workers, t.worker_index, t.replicas)
+
+    def distribute(self, batch: Any) -> Any:
+        """Host batch (this worker's part of the global batch) to per-replica values."""
+        return batch
+
+    def run(self, fn: Callable[..., Any], args: tuple = ()) -> Any:
+        """Run ``fn`` on every local replica (replica context)."""
+        return fn(*args)
+
+    def reduce_sum(self, value: Any) -> tf.Tensor:
+        """Sum of a per-replica value over all replicas of all workers (cross-replica)."""
+        return value
+
+    def loss_divisor(self, global_batch: int) -> int:
+        """Examples a replica's summed loss is divided by, so that reduced gradients are the mean."""
+        return global_batch
+
+    def loss_and_grads(self, model: tf.keras.Model, loss_fn: Callable[[Any, tf.Tensor], tf.Tensor],
+                       batch: Any) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """Replica: (summed loss / divisor, logits, gradients of the trainable variables)."""
+        x, y = batch
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits)
+        return loss, logits, tape.gradient(loss, model.trainable_variables)
+
+    def after_first_step(self, model: tf.keras.Model, optimizer: Any) -> None:
+        """Host, once: e.g. Horovod broadcasts rank 0's variables."""
+
+    def predict(self, model: tf.keras.Model, x: tf.Tensor) -> tf.Tensor:
+        """Host/local: forward pass for evaluation."""
+        return model(x, training=False)
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """Backend-specific figures for metrics.json (e.g. pipeline bubble)."""
+        return {}
+
+    def shutdown(self) -> None:
+        """Release what the backend started."""
+
+
+BACKENDS: Registry[Callable[[StrategyOptions], Backend]] = Registry("strategy")
+
+
+@contextlib.contextmanager
+def no_op() -> Iterator[None]:
+    yield

@@ -1,0 +1,43 @@
+"""Test setup: two logical CPU devices before TensorFlow initialises, quiet logs, tiny data."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from strategies import devices  # noqa: E402
+
+devices.configure(2)  # Mirrored tests use 2 replicas; one_device uses /cpu:0.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> str:
+    """A tiny prepared ``shapes`` (Beam DirectRunner): 256 train / 64 validation, 4 shards, 32 px."""
+    from ingest import datasets
+    from ingest.options import DataOptions
+
+    root = str(tmp_path_factory.mktemp("data"))
+    opts = DataOptions(name="shapes", data_dir=root, train_examples=256, eval_examples=64, shards=4, image_size=32)
+    datasets.get(opts).prepare(beam_args=["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def clicks_dir(tmp_path_factory) -> str:
+    """A tiny prepared ``clicks``: 1000 train / 200 validation rows in 4 Parquet shards."""
+    from ingest import datasets
+    from ingest.options import DataOptions
+
+    root = str(tmp_path_factory.mktemp("clicks"))
+    datasets.get(DataOptions(name="clicks", data_dir=root, train_examples=1000, eval_examples=200)).prepare()
+    return root
+
+
+def pytest_report_header(config) -> str:
+    return f"tensorflow {tf.__version__}, logical CPUs {len(tf.config.list_logical_devices('CPU'))}"

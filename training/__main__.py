@@ -1,0 +1,36 @@
+"""``python -m training KEY=value ... [--set "a.b=c"]``: what ``make train`` runs."""
+
+from __future__ import annotations
+
+import logging
+
+from stoker import cli
+
+log = logging.getLogger("stoker")
+
+
+def main() -> int:
+    args = cli.parser("python -m training", "Train a model on a registered dataset.").parse_args()
+    cli.setup_logging()
+    from training import config as run_config
+
+    config = run_config.from_args(args.items, args.set)
+    if config.strategy.name in ("multi_worker", "horovod"):
+        from strategies import launch
+
+        if launch.needs_launch(config.strategy):
+            return launch.launch(config, args.items, args.set)
+    from training import controller
+
+    try:
+        metrics = controller.run(config)
+    except controller.Preempted:
+        return 0
+    if metrics and "eval" in metrics and metrics["eval"]:
+        log.info("done: %d steps, validation accuracy %.4f, %s/metrics.json", metrics["steps"],
+                 metrics["eval"]["accuracy"], config.run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)

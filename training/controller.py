@@ -1,0 +1,266 @@
+"""The outer loop: build everything from the run config, train, checkpoint, evaluate, report.
+
+Runs on the host of every worker. Only the chief writes summaries, ``metrics.json`` and the
+main checkpoint folder; every other worker keeps its own checkpoint in ``worker_<i>/``
+because that checkpoint holds its input iterator's position. Running the same command again
+restores the newest checkpoint and continues mid-epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from ingest import datasets, integrity, pipeline
+from ingest.dataset import Dataset
+from strategies import make_backend
+from strategies.backend import Backend
+from training import models
+from training.config import RunConfig, write_json_atomic
+from training.trainer import Trainer
+
+log = logging.getLogger("stoker")
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint was saved at the step boundary."""
+
+
+@dataclasses.dataclass
+class StepTimes:
+    """Per-step host timings: waiting for the next batch, and the step itself."""
+
+    wait: list[float] = dataclasses.field(default_factory=list)
+    compute: list[float] = dataclasses.field(default_factory=list)
+
+    def fraction(self) -> float:
+        """Input wait / step time over the steady state (the first step compiles)."""
+        w, c = sum(self.wait[1:]), sum(self.compute[1:])
+        return w / (w + c) if w + c else 0.0
+
+
+def setup_precision_and_seeds(config: RunConfig, backend_name: str) -> None:
+    """Host, once, before any variable exists."""
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.train.mixed_precision:
+        gpu = bool(tf.config.list_physical_devices("GPU")) and backend_name != "tpu"
+        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+
+
+def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
+    """Prepare the dataset when its files are missing (and config allows it)."""
+    if dataset.is_prepared():
+        return
+    if not config.train.prepare_missing:
+        dataset.files(config.data.train_split)  # raises the clear "run make prepare" error
+        return
+    log.info("dataset %s is not prepared under %s: preparing it now", dataset.name, dataset.root)
+    dataset.prepare()
+
+
+def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replicas: int) -> tuple[keras.Model, Any]:
+    """Model and optimizer in the backend's scope; the optimizer is built before any restore."""
+    name = config.train.model or models.DEFAULT_FOR.get(dataset.name, "shapes_cnn")
+    spec = dataset.element_spec[dataset.feature_key]
+    lr = config.train.learning_rate * (lr_replicas if config.train.lr_scaling == "linear" else 1)
+    with backend.scope():
+        model = models.build(name, tuple(spec.shape), dataset.num_classes)
+        opt = keras.optimizers.Adam(lr) if config.train.optimizer == "adam" else keras.optimizers.SGD(lr, momentum=0.9)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            opt = keras.mixed_precision.LossScaleOptimizer(opt)
+        opt.build(model.trainable_variables)
+    return model, opt
+
+
+def checkpoint_dir(config: RunConfig, backend: Backend) -> Path:
+    base = config.run_dir / "checkpoints"
+    return base if backend.is_chief else base / f"worker_{backend.topology.worker_index}"
+
+
+class _Sigterm:
+    """Turns SIGTERM into a flag the loop reads at each step boundary."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        try:
+            signal.signal(signal.SIGTERM, self._set)
+        except ValueError:  # not the main thread (e.g. inside a test runner thread)
+            pass
+
+    def _set(self, *_: Any) -> None:
+        self.flag = True
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    """Train as ``config`` says; returns the metrics written to ``metrics.json`` (chief)."""
+    backend = make_backend(config.strategy)
+    try:
+        return _run(config, backend)
+    finally:
+        backend.shutdown()
+
+
+def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
+    dataset = datasets.get(config.data)
+    if backend.is_chief:
+        ensure_prepared(dataset, config)
+    setup_precision_and_seeds(config, config.strategy.name)
+    t = config.train
+    topo = backend.topology
+    topo.local_batch(t.batch_size)  # checks divisibility with a clear message
+    built = pipeline.build(dataset, config.data.train_split, config.pipeline, backend.input_context(),
+                           batch_size=t.batch_size, training=True, seed=config.data.seed,
+                           shuffle_buffer=config.data.shuffle_buffer)
+    model, optimizer = build_model(config, dataset, backend, topo.replicas)
+    trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
+    iterator = iter(built.dataset)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, iterator=iterator)
+    manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir(config, backend)), max_to_keep=t.keep_checkpoints)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
+    n_train = dataset.num_examples(config.data.train_split)
+    steps_per_epoch = max(1, (n_train or t.batch_size * 100) // t.batch_size)
+    total = t.steps or t.epochs * steps_per_epoch
+    if backend.is_chief:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(config.run_dir / "config.json", config.to_json())
+    loop = _Loop(config, backend, dataset, trainer, iterator, built, step, manager, steps_per_epoch, total)
+    return loop.train()
+
+
+class _Loop:
+    """The host loop's state: progress, timings, evaluation and reporting."""
+
+    def __init__(self, config, backend, dataset, trainer, iterator, built, step, manager, steps_per_epoch, total):
+        self.config, self.backend, self.dataset, self.trainer = config, backend, dataset, trainer
+        self.iterator, self.built, self.step, self.manager = iterator, built, step, manager
+        self.steps_per_epoch, self.total = steps_per_epoch, total
+        self.times = StepTimes()
+        self.sigterm = _Sigterm()
+        self.writer = tf.summary.create_file_writer(str(config.run_dir / "tensorboard")) if backend.is_chief else None
+        self.evals: list[dict[str, Any]] = []
+        self.ids_file = None
+        if config.train.record_ids:
+            ids_dir = config.run_dir / "ids"
+            ids_dir.mkdir(parents=True, exist_ok=True)
+            self.ids_file = open(ids_dir / f"worker_{backend.topology.worker_index}.txt", "a")  # noqa: SIM115
+
+    def next_batch(self) -> dict[str, tf.Tensor]:
+        try:
+            return next(self.iterator)
+        except tf.errors.DataLossError as err:
+            raise integrity.explain(err, self.dataset, self.built.files) from None
+
+    def train(self) -> dict[str, Any]:
+        t = self.config.train
+        start_step = int(self.step)
+        window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": time.perf_counter(), "wait": 0.0}
+        loss = float("nan")
+        fk, lk = self.dataset.feature_key, self.dataset.label_key
+        first = True
+        while int(self.step) < self.total:
+            t0 = time.perf_counter()
+            batch = self.next_batch()
+            t1 = time.perf_counter()
+            loss_t, correct = self.trainer.train_step((batch[fk], batch[lk]))
+            loss = float(loss_t)  # waits for the step: the timing below is the step's compute
+            t2 = time.perf_counter()
+            if first:
+                self.backend.after_first_step(self.trainer.model, self.trainer.optimizer)
+                first = False
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {int(self.step)}; lower LR= or check the data")
+            self.times.wait.append(t1 - t0)
+            self.times.compute.append(t2 - t1)
+            self.step.assign_add(1)
+            s = int(self.step)
+            if self.ids_file is not None and "id" in batch:
+                self.ids_file.write(f"{s} {' '.join(map(str, batch['id'].numpy().tolist()))}\n")
+                self.ids_file.flush()
+            window["loss"] += loss
+            window["correct"] += float(correct)
+            window["n"] += 1
+            window["wait"] += t1 - t0
+            if s % t.log_every == 0 or s == self.total:
+                self._log(s, window)
+                window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": time.perf_counter(), "wait": 0.0}
+            if t.checkpoint_every and s % t.checkpoint_every == 0:
+                self.manager.save(checkpoint_number=s)
+            if s % self.steps_per_epoch == 0 and t.eval_every_epoch and s < self.total:
+                self._evaluate(s)
+            if self.sigterm.flag:
+                self.manager.save(checkpoint_number=s)
+                log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
+                raise Preempted(s)
+        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
+            self.manager.save(checkpoint_number=int(self.step))
+        final_eval = self._evaluate(int(self.step))
+        return self._report(loss, start_step, final_eval)
+
+    def _log(self, s: int, w: dict[str, Any]) -> None:
+        elapsed = time.perf_counter() - w["t"]
+        global_batch = self.config.train.batch_size
+        loss, acc = w["loss"] / w["n"], w["correct"] / (w["n"] * global_batch)
+        rate = w["n"] * global_batch / elapsed if elapsed else 0.0
+        epoch = (s - 1) // self.steps_per_epoch + 1
+        if self.backend.is_chief:
+            log.info("step %d/%d epoch %d  loss %.4f  acc %.3f  %.0f ex/s  input-wait %.1f%%",
+                     s, self.total, epoch, loss, acc, rate, 100 * w["wait"] / elapsed if elapsed else 0.0)
+            with self.writer.as_default(step=s):
+                tf.summary.scalar("train/loss", loss)
+                tf.summary.scalar("train/accuracy", acc)
+                tf.summary.scalar("train/examples_per_sec", rate)
+                tf.summary.scalar("train/input_wait_fraction", w["wait"] / elapsed if elapsed else 0.0)
+
+    def _evaluate(self, s: int) -> dict[str, Any]:
+        split = self.config.data.eval_split
+        if not split:
+            return {}
+        built = pipeline.build(self.dataset, split, self.config.pipeline, None, batch_size=self.config.train.batch_size,
+                               training=False, repeat=False)
+        result = dict(self.trainer.evaluate(built.dataset, self.dataset.feature_key, self.dataset.label_key), step=s)
+        self.evals.append(result)
+        if self.backend.is_chief:
+            log.info("eval at step %d: loss %.4f  accuracy %.4f  (%d examples of %s)",
+                     s, result["loss"], result["accuracy"], result["examples"], split)
+            with self.writer.as_default(step=s):
+                tf.summary.scalar("eval/loss", result["loss"])
+                tf.summary.scalar("eval/accuracy", result["accuracy"])
+        return result
+
+    def _report(self, loss: float, start_step: int, final_eval: dict[str, Any]) -> dict[str, Any]:
+        steps_run = len(self.times.compute)
+        steady = sum(self.times.wait[1:]) + sum(self.times.compute[1:])
+        metrics = {
+            "dataset": self.dataset.name, "strategy": self.config.strategy.name,
+            "replicas": self.backend.num_replicas, "workers": self.backend.topology.workers,
+            "steps": int(self.step), "steps_this_run": steps_run, "resumed_from_step": start_step,
+            "final_loss": loss, "eval": final_eval, "evals": self.evals,
+            "examples_per_sec": (steps_run - 1) * self.config.train.batch_size / steady if steady else None,
+            "input_wait_fraction": self.times.fraction(),
+            "input_wait_per_step": [round(w / (w + c), 4) if w + c else 0.0
+                                    for w, c in zip(self.times.wait, self.times.compute)],
+            "step_time_median_s": float(np.median(np.add(self.times.wait, self.times.compute))) if steps_run else None,
+            "corrupt_records": self.built.corrupt.as_dict(), "shard_by": self.built.shard_by,
+            **self.backend.extra_metrics(),
+        }
+        if self.backend.is_chief:
+            write_json_atomic(self.config.run_dir / "metrics.json", json.dumps(metrics, indent=2))
+            self.writer.flush()
+        if self.ids_file is not None:
+            self.ids_file.close()
+        return metrics
