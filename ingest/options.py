@@ -15,7 +15,7 @@ AUTOTUNE = -1  # Spelled -1 in configs, as tf.data.AUTOTUNE is.
 PRESETS: dict[str, dict[str, object]] = {
     "naive": dict(
         interleave=False, read_parallelism=1, vectorize=False, map_parallelism=1, cache=False,
-        prefetch=False, prefetch_buffer=0, deterministic=True, private_threadpool=0,
+        prefetch=False, prefetch_buffer=AUTOTUNE, deterministic=True, private_threadpool=0,
     ),
     "optimized": dict(
         interleave=True, read_parallelism=AUTOTUNE, vectorize=True, map_parallelism=AUTOTUNE, cache=True,

@@ -45,13 +45,21 @@ def list_files(files: list[str], *, pipelines: int, index: int, shuffle: bool, s
 
 def interleave(files: tf.data.Dataset, read: Callable[[tf.Tensor], tf.data.Dataset], *, options: PipelineOptions,
                ordered: bool) -> tf.data.Dataset:
-    """Records of all files: ``cycle_length`` files at once, in parallel when switched on."""
-    if not options.interleave:
-        return files.flat_map(read)
+    """Records of all files, taken round-robin from ``cycle_length`` open files.
+
+    The switch turns on parallel reads; off, the same files are read in the same round-robin
+    order by one thread, so a deterministic run gives the same order either way.
+    """
+    calls = _calls(options.read_parallelism) if options.interleave else None
     return files.interleave(
         read, cycle_length=options.cycle_length, block_length=options.block_length,
-        num_parallel_calls=_calls(options.read_parallelism), deterministic=True if ordered else None,
+        num_parallel_calls=calls, deterministic=_det(calls, ordered),
     )
+
+
+def _det(calls: int | None, ordered: bool) -> bool | None:
+    """tf.data's ``deterministic`` argument: only meaningful with parallel calls."""
+    return (True if ordered else None) if calls is not None else None
 
 
 def shard_examples(ds: tf.data.Dataset, *, pipelines: int, index: int) -> tf.data.Dataset:
@@ -66,13 +74,13 @@ def parse(ds: tf.data.Dataset, fn: Callable[[tf.Tensor], Example], *, options: P
     Without vectorization each record is parsed alone through the same batched function
     (a batch of one), so both switches run the same parsing code.
     """
-    det = True if ordered else None
+    calls = _calls(options.map_parallelism)
     if options.vectorize:
         ds = ds.batch(options.parse_batch)
-        ds = ds.map(fn, num_parallel_calls=_calls(options.map_parallelism), deterministic=det)
+        ds = ds.map(fn, num_parallel_calls=calls, deterministic=_det(calls, ordered))
         return ds.unbatch()
     one = lambda record: tf.nest.map_structure(lambda t: t[0], fn(tf.nest.map_structure(lambda r: r[None], record)))  # noqa: E731
-    return ds.map(one, num_parallel_calls=_calls(options.map_parallelism), deterministic=det)
+    return ds.map(one, num_parallel_calls=calls, deterministic=_det(calls, ordered))
 
 
 def cache(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Dataset:
@@ -93,16 +101,16 @@ def augment(ds: tf.data.Dataset, fn: Callable[[Example, tf.Tensor], Example], *,
     augmentation gives the same values as sequential augmentation, and a restored iterator
     continues with the same randomness.
     """
+    calls = _calls(options.map_parallelism)
     keyed = ds.enumerate()
     return keyed.map(lambda i, ex: fn(ex, tf.stack([tf.constant(seed, tf.int64), i])),
-                     num_parallel_calls=_calls(options.map_parallelism),
-                     deterministic=True if options.deterministic else None)
+                     num_parallel_calls=calls, deterministic=_det(calls, bool(options.deterministic)))
 
 
 def per_example(ds: tf.data.Dataset, fn: Callable[[Example], Example], *, options: PipelineOptions) -> tf.data.Dataset:
     """Per-example work done for every split (e.g. normalization)."""
-    return ds.map(fn, num_parallel_calls=_calls(options.map_parallelism),
-                  deterministic=True if options.deterministic else None)
+    calls = _calls(options.map_parallelism)
+    return ds.map(fn, num_parallel_calls=calls, deterministic=_det(calls, bool(options.deterministic)))
 
 
 def batch(ds: tf.data.Dataset, *, size: int, drop_remainder: bool) -> tf.data.Dataset:

@@ -1,12 +1,193 @@
-"""Local launches of multi-process backends (multi_worker, horovod). Filled in by issue 4."""
+"""Local launches of the multi-process backends: multi_worker (TF_CONFIG) and horovod (horovodrun).
+
+Runs on the host that typed ``make train``. ``multi_worker`` starts NP worker processes of
+the same command on 127.0.0.1 with free ports and a generated ``TF_CONFIG`` each;
+``horovod`` hands the same command to ``horovodrun --gloo``. On a real cluster the user sets
+``TF_CONFIG`` on each host (or runs ``horovodrun -H``) and nothing is launched here.
+
+The supervisor prefixes every line a worker prints with ``[worker i]``, waits for all of
+them, and when one fails it stops the others and reports which one failed: a dead peer
+would otherwise leave the rest blocked in a collective.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
 
-def needs_launch(options) -> bool:
-    """True when this process should start the workers instead of being one."""
+from strategies.backend import StrategyOptions
+
+log = logging.getLogger(__name__)
+
+# Set by horovodrun (Gloo) and mpirun in each rank: such a process is a worker, not a launcher.
+_RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+GRACE_S = 10.0  # after one worker fails, the others get this long to stop before SIGKILL
+
+
+class LaunchError(RuntimeError):
+    """A launched worker failed or the launch could not start."""
+
+
+def needs_launch(options: StrategyOptions) -> bool:
+    """True when this process should start the workers instead of being one (host)."""
+    if options.name == "multi_worker":
+        return "TF_CONFIG" not in os.environ
+    if options.name == "horovod":
+        return not any(v in os.environ for v in _RANK_VARS)
     return False
 
 
-def launch(config, items, sets) -> int:
-    raise NotImplementedError
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports that were free on ``host`` a moment ago."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def tf_configs(processes: int, first_port: int = 0, host: str = "127.0.0.1") -> list[str]:
+    """One ``TF_CONFIG`` JSON per local worker; ports from ``first_port`` or free ones."""
+    ports = [first_port + i for i in range(processes)] if first_port else free_ports(processes, host)
+    cluster = {"worker": [f"{host}:{p}" for p in ports]}
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(processes)]
+
+
+def training_command(items: Sequence[str], sets: Sequence[str]) -> list[str]:
+    """The same ``python -m training`` command line this process was given."""
+    cmd = [sys.executable, "-m", "training", *items]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def horovod_command(options: StrategyOptions, cmd: list[str]) -> list[str]:
+    """``horovodrun --gloo`` over ``HOSTS`` (default ``localhost:NP``) running ``cmd``."""
+    horovodrun = shutil.which("horovodrun") or os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    if not os.path.exists(horovodrun):
+        raise LaunchError("horovodrun not found next to this Python; run `make setup` (it builds Horovod with Gloo)")
+    hosts = options.hosts or f"localhost:{options.processes}"
+    return [horovodrun, "--gloo", "-np", str(options.processes), "-H", hosts,
+            "--start-timeout", str(int(options.collective_timeout_s)), *cmd]
+
+
+def launch(config: Any, items: Sequence[str], sets: Sequence[str]) -> int:
+    """Host: start the workers of ``config.strategy`` and supervise them; returns the exit code."""
+    options: StrategyOptions = config.strategy
+    cmd = training_command(items, sets)
+    settle = options.collective_timeout_s + 120.0  # the last evaluation plus a collective timeout
+    if options.name == "horovod":
+        log.info("horovod: launching %d ranks with horovodrun --gloo (hosts: %s)", options.processes,
+                 "given by HOSTS" if options.hosts else "this machine")
+        return supervise([horovod_command(options, cmd)], [dict(os.environ)], names=["horovodrun"], settle_s=settle)
+    configs = tf_configs(options.processes, options.port)
+    envs = [dict(os.environ, TF_CONFIG=c) for c in configs]
+    log.info("multi_worker: launching %d local workers on 127.0.0.1 (TF_CONFIG generated, not logged)",
+             options.processes)
+    return supervise([cmd] * options.processes, envs, names=[f"worker {i}" for i in range(options.processes)],
+                     settle_s=settle)
+
+
+def _pump(stream, prefix: str) -> None:
+    """Copy a worker's output to ours, one prefixed line at a time (runs in a thread)."""
+    for raw in iter(stream.readline, b""):
+        sys.stdout.write(f"[{prefix}] {raw.decode(errors='replace')}")
+        sys.stdout.flush()
+    stream.close()
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM every live process group, then SIGKILL what is left after ``grace_s``."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        live = [p for p in procs if p.poll() is None]
+        for p in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, sig)
+        deadline = time.monotonic() + wait
+        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def supervise(cmds: Sequence[list[str]], envs: Sequence[dict[str, str]], *, names: Sequence[str],
+              timeout_s: float = 0.0, settle_s: float = 300.0, grace_s: float = GRACE_S) -> int:
+    """Host: run ``cmds`` at once, prefix their output, and return 0 only if every one succeeds.
+
+    When one exits non-zero, when ``timeout_s`` > 0 passes, or when the others are still
+    running ``settle_s`` after one finished, the rest are stopped and a message names the
+    worker. SIGINT/SIGTERM to this process stop the workers too.
+    """
+    procs = [subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+             for c, e in zip(cmds, envs, strict=True)]
+    pumps = [threading.Thread(target=_pump, args=(p.stdout, n), daemon=True) for p, n in zip(procs, names, strict=True)]
+    for t in pumps:
+        t.start()
+    stopping = {"signal": 0}
+
+    def on_signal(signum, _frame):
+        stopping["signal"] = signum
+
+    old = {s: _swap_handler(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = _wait(procs, names, (timeout_s, settle_s), stopping)
+    finally:
+        _stop(procs, grace_s)
+        for s, h in old.items():
+            _swap_handler(s, h)
+        for t in pumps:
+            t.join(timeout=5)
+    return code
+
+
+def _swap_handler(sig: int, handler: Any) -> Any:
+    try:
+        return signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def _wait(procs: list[subprocess.Popen], names: Sequence[str], bounds: tuple[float, float],
+          stopping: dict[str, int]) -> int:
+    """Poll until all succeed (0), one fails (its code), a bound passes or a signal arrives."""
+    timeout_s, settle_s = bounds
+    start, first_done = time.monotonic(), None
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [(n, c) for n, c in zip(names, codes, strict=True) if c not in (None, 0)]
+        if failed:
+            name, code = failed[0]
+            log.error("%s exited with code %d; stopping the other %d worker(s). Its output above "
+                      "(prefixed [%s]) says why", name, code, sum(c is None for c in codes), name)
+            return code if code > 0 else 1
+        if all(c == 0 for c in codes):
+            return 0
+        if stopping["signal"]:
+            log.warning("signal %d: stopping the workers (each saves a checkpoint on SIGTERM)", stopping["signal"])
+            return 128 + stopping["signal"]
+        if timeout_s and time.monotonic() - start > timeout_s:
+            log.error("workers still running after %.0f s; stopping them", timeout_s)
+            return 1
+        if first_done is None and 0 in codes:
+            first_done = time.monotonic()
+        if first_done is not None and time.monotonic() - first_done > settle_s:
+            stuck = [n for n, c in zip(names, codes, strict=True) if c is None]
+            log.error("%s still running %.0f s after another worker finished (a peer is likely blocked in a "
+                      "collective); stopping it", ", ".join(stuck), settle_s)
+            return 1
+        time.sleep(0.2)
