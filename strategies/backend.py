@@ -101,6 +101,9 @@ class Backend:
             loss = loss_fn(y, logits)
         return loss, logits, tape.gradient(loss, model.trainable_variables)
 
+    def check_input(self, dataset: tf.data.Dataset) -> None:
+        """Host, once, before training: raise when this backend cannot take ``dataset``'s batches."""
+
     def after_first_step(self, model: tf.keras.Model, optimizer: Any) -> None:
         """Host, once: e.g. Horovod broadcasts rank 0's variables."""
 

@@ -117,6 +117,44 @@ class TPU(TFDistribute):
         n = self.strategy.num_replicas_in_sync
         self.topology = Topology(workers=1, worker_index=0, replicas=n, local_replicas=n)
 
+    def check_input(self, dataset: tf.data.Dataset) -> None:
+        """Host: refuse a pipeline XLA cannot compile for TPU (see :func:`tpu_readiness`)."""
+        problems = tpu_readiness(dataset)
+        if problems:
+            raise ValueError("the input pipeline is not ready for TPU: " + "; ".join(problems))
+
+
+# Dataset ops that run Python and so cannot run on a TPU host's input pipeline without this process.
+PYTHON_OPS = ("PyFunc", "EagerPyFunc", "PyFuncStateless", "GeneratorDataset")
+
+
+def tpu_readiness(dataset: tf.data.Dataset) -> list[str]:
+    """Host, any machine: why ``dataset`` would not feed a TPU (empty when it would).
+
+    Checks that every component has a fully static shape (batch dimension included, which
+    needs ``drop_remainder=True``) and that no stage calls back into Python
+    (``py_function``, ``numpy_function``, ``from_generator``).
+    """
+    problems = []
+    for path, spec in _flat_specs(dataset.element_spec):
+        if not spec.shape.is_fully_defined():
+            hint = " (batch with drop_remainder=True)" if spec.shape.rank and spec.shape[0] is None else ""
+            problems.append(f"{path} has shape {spec.shape}, not static{hint}")
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(dataset._as_serialized_graph().numpy())  # noqa: SLF001 (the only public route)
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    found = sorted(ops.intersection(PYTHON_OPS))
+    if found:
+        problems.append(f"the pipeline calls Python ({', '.join(found)}): replace py_function/numpy_function/"
+                        f"from_generator stages with TensorFlow ops")
+    return problems
+
+
+def _flat_specs(spec: Any) -> list[tuple[str, tf.TensorSpec]]:
+    paths = tf.nest.flatten_with_joined_string_paths(spec) if hasattr(tf.nest, "flatten_with_joined_string_paths") \
+        else list(enumerate(tf.nest.flatten(spec)))
+    return [(str(p), s) for p, s in paths]
+
 
 class NoTPUError(RuntimeError):
     """No TPU is reachable at the address given."""

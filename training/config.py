@@ -79,12 +79,15 @@ class ProfileOptions:
     warmup_steps: int = 5  # steps run before timing
     trace_steps: int = 5  # steps captured in the TensorFlow profiler trace (at most 10)
     stage_batches: int = 20  # batches timed per pipeline prefix
+    reps: int = 5  # timed windows per measurement (the median is reported; steps are split over them)
 
     def __post_init__(self) -> None:
         if not 0 <= self.trace_steps <= 10:
             raise ValueError(f"profile.trace_steps={self.trace_steps} must be within 0..10")
         if self.steps < 1 or self.warmup_steps < 0 or self.stage_batches < 1:
             raise ValueError("profile.steps >= 1, profile.warmup_steps >= 0, profile.stage_batches >= 1")
+        if not 1 <= self.reps <= self.steps:
+            raise ValueError(f"profile.reps={self.reps} must be within 1..profile.steps ({self.steps})")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,104 @@
+"""The benchmark data: ``shapes`` at 256 px in TFRecord shards, ``clicks`` in Parquet, and the
+same JPEGs as loose files and DALI index files for the other loaders. Made once, then reused.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from benchmarks.config import BenchConfig
+
+log = logging.getLogger(__name__)
+JPEG_DIR = "shapes-jpeg"  # one file per example, for the PyTorch DataLoader
+DALI_INDEX_DIR = "shapes-dali-index"  # DALI's TFRecord reader needs an index per shard
+
+
+def _shapes_options(cfg: BenchConfig):
+    from ingest.options import DataOptions
+
+    return DataOptions(name="shapes", data_dir=cfg.data_dir, image_size=cfg.image_size,
+                       train_examples=cfg.image_examples, eval_examples=cfg.batch, shards=cfg.image_shards)
+
+
+def shapes(cfg: BenchConfig):
+    """The prepared ``shapes`` (:class:`~ingest.datasets.shapes.Shapes`), generated when missing or stale."""
+    from ingest.datasets.shapes import Shapes
+
+    ds = Shapes(_shapes_options(cfg))
+    info = ds.info
+    fresh = (info.get("image_size") == cfg.image_size and len(info["splits"]["train"]["shards"]) == cfg.image_shards
+             and info["splits"]["train"]["num_examples"] == cfg.image_examples) if info else False
+    if not fresh:
+        log.info("generating shapes: %d examples at %d px in %d shards under %s", cfg.image_examples,
+                 cfg.image_size, cfg.image_shards, cfg.data_dir)
+        ds.prepare()
+    return ds
+
+
+def clicks(cfg: BenchConfig):
+    """The prepared ``clicks`` (Parquet), generated when missing or of another size."""
+    from ingest.datasets.clicks import Clicks
+    from ingest.options import DataOptions
+
+    ds = Clicks(DataOptions(name="clicks", data_dir=cfg.data_dir, train_examples=cfg.clicks_rows, eval_examples=1000))
+    if ds.num_examples("train") != cfg.clicks_rows:
+        ds.prepare()
+    return ds
+
+
+def jpeg_files(cfg: BenchConfig) -> list[str]:
+    """The train JPEGs of ``shapes`` as loose files (what a PyTorch user has), written once."""
+    from ingest.sources import tfrecord
+
+    out = Path(cfg.data_dir) / JPEG_DIR
+    done = out / ".complete"
+    if not done.is_file():
+        import tensorflow as tf
+
+        out.mkdir(parents=True, exist_ok=True)
+        for path in shapes(cfg).files("train"):
+            for record in tfrecord.iter_records(path):
+                ex = tf.train.Example.FromString(record).features.feature
+                (out / f"{ex['id'].int64_list.value[0]:07d}.jpg").write_bytes(ex["image"].bytes_list.value[0])
+        done.write_text("ok\n")
+    return sorted(str(p) for p in out.glob("*.jpg"))
+
+
+def dali_index(cfg: BenchConfig, files: list[str]) -> list[str]:
+    """One DALI index file per TFRecord shard (lines ``offset length``), written once."""
+    out = Path(cfg.data_dir) / DALI_INDEX_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for path in files:
+        index = out / (Path(path).name + ".idx")
+        if not index.is_file() or index.stat().st_mtime < Path(path).stat().st_mtime:
+            index.write_text("".join(f"{off} {size}\n" for off, size in record_offsets(path)))
+        paths.append(str(index))
+    return paths
+
+
+def record_offsets(path: str) -> list[tuple[int, int]]:
+    """(offset, framed length) of every record of an uncompressed TFRecord file."""
+    import struct
+
+    out, offset = [], 0
+    with open(path, "rb") as f:
+        while head := f.read(12):
+            (length,) = struct.unpack("<Q", head[:8])
+            out.append((offset, length + 16))
+            offset += length + 16
+            f.seek(offset)
+    return out
+
+
+def prepare_all(cfg: BenchConfig) -> dict[str, object]:
+    """Make every file the suites read (the first step of a run); returns what exists."""
+    if cfg.dataset:
+        return {"dataset": cfg.dataset}
+    image = shapes(cfg)
+    tab = clicks(cfg)
+    files = image.files("train")
+    return {"shapes_files": len(files), "shapes_examples": image.num_examples("train"),
+            "jpegs": len(jpeg_files(cfg)), "dali_index": len(dali_index(cfg, files)),
+            "clicks_rows": tab.num_examples("train")}
