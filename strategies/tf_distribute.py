@@ -151,9 +151,9 @@ def tpu_readiness(dataset: tf.data.Dataset) -> list[str]:
 
 
 def _flat_specs(spec: Any) -> list[tuple[str, tf.TensorSpec]]:
-    paths = tf.nest.flatten_with_joined_string_paths(spec) if hasattr(tf.nest, "flatten_with_joined_string_paths") \
-        else list(enumerate(tf.nest.flatten(spec)))
-    return [(str(p), s) for p, s in paths]
+    from tensorflow.python.util import nest  # the joined-path flatten is not exported as tf.nest
+
+    return [(p or "element", s) for p, s in nest.flatten_with_joined_string_paths(spec)]
 
 
 class NoTPUError(RuntimeError):

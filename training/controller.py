@@ -123,6 +123,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     built = pipeline.build(dataset, config.data.train_split, config.pipeline, backend.input_context(),
                            batch_size=t.batch_size, training=True, seed=config.data.seed,
                            shuffle_buffer=config.data.shuffle_buffer)
+    backend.check_input(built.dataset)
     model, optimizer = build_model(config, dataset, backend, topo.replicas)
     trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
     iterator = iter(built.dataset)
@@ -253,7 +254,7 @@ class _Loop:
             "examples_per_sec": (steps_run - 1) * self.config.train.batch_size / steady if steady else None,
             "input_wait_fraction": self.times.fraction(),
             "input_wait_per_step": [round(w / (w + c), 4) if w + c else 0.0
-                                    for w, c in zip(self.times.wait, self.times.compute)],
+                                    for w, c in zip(self.times.wait, self.times.compute, strict=True)],
             "step_time_median_s": float(np.median(np.add(self.times.wait, self.times.compute))) if steps_run else None,
             "corrupt_records": self.built.corrupt.as_dict(), "shard_by": self.built.shard_by,
             **self.backend.extra_metrics(),

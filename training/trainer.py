@@ -35,7 +35,8 @@ class Trainer:
 
     def loss(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         """Replica: summed cross-entropy divided so that reduced gradients are the global mean."""
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, tf.cast(logits, tf.float32), from_logits=True)
+        logits = tf.cast(logits, tf.float32)
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         loss = tf.reduce_sum(per_example) / self.divisor
         return self.optimizer.get_scaled_loss(loss) if self.scaled else loss
 
@@ -45,7 +46,7 @@ class Trainer:
         if self.scaled:
             grads = self.optimizer.get_unscaled_gradients(grads)
             loss = loss / self.optimizer.loss_scale
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
         return loss, correct
 

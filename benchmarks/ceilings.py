@@ -1,0 +1,132 @@
+"""Ceilings: this machine's limits for the work the pipelines do, measured on one core.
+
+- decode: JPEG decode + random resized crop to 224 + flip + normalize + batch, over JPEG bytes
+  held in memory, one thread, no pipeline parallelism; times the cores is the ceiling.
+- parse: ``tf.io.parse_example`` on batches of in-memory serialized Examples, one thread.
+- read: sequential bandwidth of the TFRecord shards from the page cache (plain file reads
+  and ``TFRecordDataset``), after one untimed pass has put them in the page cache.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import tensorflow as tf
+
+from benchmarks import data
+from benchmarks.config import BenchConfig
+from benchmarks.images import FEATURES, ImagenetShapes, normalize, random_resized_crop
+from benchmarks.runner import SuiteResult, row
+from profiles import timing
+
+
+def one_core(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` run by one thread: a private pool of one, no intra-op parallelism, no autotune."""
+    opts = tf.data.Options()
+    opts.threading.private_threadpool_size = 1
+    opts.threading.max_intra_op_parallelism = 1
+    opts.autotune.enabled = False
+    opts.experimental_optimization.map_parallelization = False
+    opts.experimental_optimization.inject_prefetch = False
+    return ds.with_options(opts)
+
+
+def records(files: list[str], count: int) -> list[bytes]:
+    """The first ``count`` serialized records of ``files`` (host memory)."""
+    ds = tf.data.TFRecordDataset(files).take(count)
+    return [r.numpy() for r in ds]
+
+
+def decode_rate(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True) -> timing.Throughput:
+    """Examples/s of decode + crop + flip + normalize + batch on one core over in-memory JPEGs."""
+    jpegs = tf.io.parse_example(records(dataset.files("train"), cfg.ceiling_images), FEATURES)["image"]
+    mean, std = dataset.moments()
+
+    def work(i: tf.Tensor, jpeg: tf.Tensor) -> tf.Tensor:
+        image = random_resized_crop(jpeg, tf.stack([tf.constant(0, tf.int64), i]), crop=cfg.crop, fused=fused)
+        return normalize(image, mean, std)
+
+    ds = one_core(tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate().map(work).batch(cfg.batch))
+    batches = max(1, cfg.ceiling_images // cfg.batch)
+    return timing.measure(lambda: iter(ds), elements=batches, reps=cfg.reps, warmup=cfg.warmup,
+                          size_of=lambda b: int(b.shape[0]))
+
+
+def parse_rate(cfg: BenchConfig, files: list[str], features: dict, *, batch: int = 256) -> timing.Throughput:
+    """Records/s of batched ``parse_example`` on one core over in-memory records."""
+    recs = records(files, max(batch, cfg.ceiling_images))
+    ds = one_core(tf.data.Dataset.from_tensor_slices(recs).repeat().batch(batch).map(
+        lambda r: tf.io.parse_example(r, features)))
+    return timing.measure(lambda: iter(ds), elements=max(4, len(recs) // batch), reps=cfg.reps,
+                          warmup=cfg.warmup, size_of=lambda ex: int(next(iter(ex.values())).shape[0]))
+
+
+def _file_bytes(files: list[str], chunk: int = 8 << 20) -> Iterator[int]:
+    for path in itertools.cycle(files):
+        n = 0
+        with open(path, "rb", buffering=0) as f:
+            while block := f.read(chunk):
+                n += len(block)
+        yield n
+
+
+def read_rates(cfg: BenchConfig, files: list[str]) -> tuple[timing.Throughput, timing.Throughput]:
+    """Bytes/s of plain sequential reads, and records/s of ``TFRecordDataset``, page cache warm."""
+    plain = timing.measure(lambda: _file_bytes(files), elements=len(files), reps=cfg.reps, warmup=cfg.warmup,
+                           size_of=lambda n: n)
+    ds = one_core(tf.data.TFRecordDataset(files).repeat().batch(256))
+    total = sum(1 for _ in tf.data.TFRecordDataset(files))
+    tfr = timing.measure(lambda: iter(ds), elements=max(1, total // 256), reps=cfg.reps, warmup=cfg.warmup,
+                         size_of=lambda b: int(b.shape[0]))
+    return plain, tfr
+
+
+def _mean_record_bytes(files: list[str]) -> float:
+    import os
+
+    total = sum(1 for _ in tf.data.TFRecordDataset(files))
+    return sum(os.path.getsize(f) for f in files) / max(total, 1)
+
+
+def run(cfg: BenchConfig) -> SuiteResult:
+    """The ceilings suite on ``shapes`` (or only parse/read on ``cfg.dataset``)."""
+    if cfg.dataset:
+        return _run_custom(cfg)
+    images = ImagenetShapes(data.shapes(cfg).options, crop=cfg.crop)
+    files = images.files("train")
+    rows = []
+    for fused in (True, False):
+        tp = decode_rate(cfg, images, fused=fused)
+        rows.append(row("decode", "decode+crop " + ("fused" if fused else "full decode, then crop"), tp,
+                        unit="examples/s per core", x_cores=round(tp.median * cfg.cores, 1), cores=cfg.cores))
+    tp = parse_rate(cfg, files, FEATURES)
+    rows.append(row("parse", "parse_example, batch 256", tp, unit="records/s per core",
+                    x_cores=round(tp.median * cfg.cores, 1), cores=cfg.cores))
+    rows.extend(_read_rows(cfg, files))
+    notes = (f"cores={cfg.cores}; every ceiling runs on one thread and is multiplied by the cores.",)
+    return SuiteResult("ceilings", tuple(rows), notes=notes)
+
+
+def _read_rows(cfg: BenchConfig, files: list[str]) -> list[dict]:
+    per_record = _mean_record_bytes(files)
+    plain, tfr = read_rates(cfg, files)
+    mb = 2**20
+    return [
+        row("read", "file read, 8 MiB chunks", plain, unit="bytes/s", mib_s=round(plain.median / mb, 1),
+            records_s=round(plain.median / per_record, 1)),
+        row("read", "TFRecordDataset, 1 thread", tfr, unit="records/s", mib_s=round(tfr.median * per_record / mb, 1),
+            records_s=round(tfr.median, 1)),
+    ]
+
+
+def _run_custom(cfg: BenchConfig) -> SuiteResult:
+    """Read ceilings for a user's registered dataset (its decode is its own; not measured)."""
+    from ingest import datasets
+    from ingest.options import DataOptions
+
+    ds = datasets.get(DataOptions(name=cfg.dataset, data_dir=cfg.data_dir))
+    files = ds.files("train")
+    rows = _read_rows(cfg, files) if ds.format == "tfrecord" else []
+    note = f"{cfg.dataset}: read ceilings only (decode and parse ceilings are measured on shapes)."
+    return SuiteResult("ceilings", tuple(rows), notes=(note,))

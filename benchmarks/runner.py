@@ -1,0 +1,115 @@
+"""Run one suite in its own process and keep its result: rows of figures, targets, machine facts.
+
+A suite is a module of this package with ``run(cfg) -> SuiteResult``. Each runs in a fresh
+interpreter (``python -m benchmarks.runner SUITE``) so thread pools, caches and imports of one
+suite never touch another's figures; the child writes ``<results_dir>/<suite>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import machine
+from benchmarks.config import BenchConfig
+
+SUITES = ("ceilings", "ablation", "loaders")
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A goal from the issue: ``measured`` (a ratio) against ``wanted``; reported, never asserted."""
+
+    name: str
+    wanted: float
+    measured: float
+    detail: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.measured >= self.wanted
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(dataclasses.asdict(self), met=self.met)
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteResult:
+    """What a suite measured: rows (dicts with figures and ratios), targets and notes."""
+
+    suite: str
+    rows: tuple[dict[str, Any], ...]
+    targets: tuple[Target, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "rows": list(self.rows), "targets": [t.as_dict() for t in self.targets],
+                "notes": list(self.notes)}
+
+
+def row(group: str, name: str, tp: Any, *, unit: str, **extra: Any) -> dict[str, Any]:
+    """One table row: a :class:`profiles.timing.Throughput` plus the row's ratios and notes."""
+    return {"group": group, "name": name, "unit": unit, **tp.as_dict(), **extra}
+
+
+def run_here(suite: str, cfg: BenchConfig) -> dict[str, Any]:
+    """Run ``suite`` in this process; returns the JSON-ready result with machine facts."""
+    if suite not in SUITES + ("prepare",):
+        raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+    start = time.perf_counter()
+    before = machine.info()
+    if suite == "prepare":
+        from benchmarks import data
+
+        return {"suite": "prepare", "made": data.prepare_all(cfg), "seconds": round(time.perf_counter() - start, 1)}
+    module = importlib.import_module(f"benchmarks.{suite}")
+    result: SuiteResult = module.run(cfg)
+    after = machine.info()
+    load = {"before": before["load_average"], "after": after["load_average"]}
+    return {**result.as_dict(), "config": cfg.as_dict(), "machine": dict(after, load_average=load),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run_isolated(suite: str, cfg: BenchConfig, out: Path, *, timeout_s: float) -> dict[str, Any]:
+    """Run ``suite`` in a child interpreter (hard timeout); returns what it wrote to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.runner", suite, "--config", json.dumps(cfg.as_dict()), "--out", str(out)]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    try:
+        proc = subprocess.run(cmd, env=env, timeout=timeout_s, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"benchmark suite {suite!r} did not finish within {timeout_s:.0f} s; "
+                           "use --quick or a smaller --suite selection") from None
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        raise RuntimeError(f"benchmark suite {suite!r} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child entry point: ``python -m benchmarks.runner SUITE --config JSON --out PATH``."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.runner")
+    p.add_argument("suite")
+    p.add_argument("--config", required=True, help="BenchConfig as JSON")
+    p.add_argument("--out", required=True, help="where to write the result JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    result = run_here(args.suite, BenchConfig(**json.loads(args.config)))
+    tmp = Path(args.out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

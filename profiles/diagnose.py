@@ -1,0 +1,202 @@
+"""From measurements to a verdict, the costliest stage and advice: a pure function.
+
+``diagnose(measurements)`` reads only the :class:`~profiles.measurements.Measurements` value
+(no TensorFlow, no clock, no files), so it is tested with made-up numbers. The verdict uses
+the classes of TensorBoard's input pipeline analyzer: under 5% of the step time waiting for
+input is *not* input-bound, 5-20% *moderately*, 20% or more *highly*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from profiles.measurements import Measurements, Setup
+
+MODERATE, HIGH = 0.05, 0.20  # TensorBoard's input_pipeline_analyzer thresholds
+CONTENTION = 1.3  # end-to-end compute this much slower than compute-only: the pipeline steals the model's CPU
+VERDICTS = {"not": "not input-bound", "moderately": "moderately input-bound", "highly": "highly input-bound"}
+SERVICE = "DATA_SERVICE=grpc://<dispatcher>:5050"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageCost:
+    """What one stage adds to the time per example, from the difference of two prefixes."""
+
+    name: str
+    s_per_example: float  # marginal seconds per example this stage adds (>= 0)
+    every_epoch: bool  # False for stages before a warm cache: paid in the first epoch only
+    share: float  # of the steady-state time per example (0 for first-epoch-only stages)
+
+
+@dataclasses.dataclass(frozen=True)
+class Advice:
+    """One change to try: a setting (``KEY=value`` as on the make line or ``--set``) and why."""
+
+    setting: str
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """The verdict and what to change."""
+
+    input_fraction: float  # end-to-end input wait / step time
+    verdict: str  # not | moderately | highly
+    speedup_if_input_free: float  # end-to-end step time / compute-only step time
+    input_vs_compute: float  # input-only examples/s over compute-only examples/s (>1: input can keep up)
+    bottleneck: str | None  # the costliest stage paid every epoch (None without prefix timings)
+    stage_costs: tuple[StageCost, ...]
+    advice: tuple[Advice, ...]
+
+    @property
+    def verdict_text(self) -> str:
+        return VERDICTS[self.verdict]
+
+    @property
+    def summary(self) -> str:
+        """One line: verdict, fraction, speedup and bottleneck."""
+        line = (f"{self.verdict_text}: {100 * self.input_fraction:.1f}% of the step time waits for input; "
+                f"{self.speedup_if_input_free:.2f}x faster if input were free")
+        return line + (f"; costliest stage: {self.bottleneck}" if self.bottleneck else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(dataclasses.asdict(self), verdict_text=self.verdict_text, summary=self.summary)
+
+
+def verdict(fraction: float) -> str:
+    """TensorBoard's classes: < 5% not, 5-20% moderately, >= 20% highly input-bound."""
+    if fraction < MODERATE:
+        return "not"
+    return "moderately" if fraction < HIGH else "highly"
+
+
+def stage_costs(m: Measurements) -> tuple[StageCost, ...]:
+    """Marginal seconds per example of each stage; stages before a warm cache run once."""
+    names = [s.name for s in m.stages]
+    cache_at = names.index("cache") if m.setup.cache and "cache" in names else -1
+    raw, prev = [], 0.0
+    for i, stage in enumerate(m.stages):
+        t = 1.0 / stage.examples_per_s
+        # Reading a warm cache replaces every stage before it: its cost is its whole time.
+        raw.append(t if i == cache_at else max(0.0, t - prev))
+        prev = t
+    steady = sum(c for i, c in enumerate(raw) if i >= cache_at)
+    return tuple(
+        StageCost(name, c, i >= cache_at, (c / steady if steady and i >= cache_at else 0.0))
+        for i, (name, c) in enumerate(zip(names, raw))
+    )
+
+
+def diagnose(m: Measurements) -> Diagnosis:
+    """The verdict, the costliest stage and advice for one set of measurements."""
+    fraction = m.wait_s / m.step_s
+    costs = stage_costs(m)
+    steady = [c for c in costs if c.every_epoch and c.s_per_example > 0]
+    bottleneck = max(steady, key=lambda c: c.s_per_example).name if steady else None
+    v = verdict(fraction)
+    return Diagnosis(
+        input_fraction=fraction, verdict=v, speedup_if_input_free=m.step_s / m.compute_step_s,
+        input_vs_compute=m.input_examples_per_s / m.compute_examples_per_s, bottleneck=bottleneck,
+        stage_costs=costs, advice=tuple(advise(m, v, bottleneck)),
+    )
+
+
+def advise(m: Measurements, v: str, bottleneck: str | None) -> list[Advice]:
+    """Settings to try, most specific first; a note on the model when input keeps up."""
+    s = m.setup
+    if v == "not":
+        return [Advice("MIXED_PRECISION=1", "input keeps up with the model: speed up the step itself "
+                       "(train.mixed_precision, a larger BATCH=, a faster device) before touching the pipeline")]
+    out: list[Advice] = []
+    if not s.prefetch:
+        out.append(Advice("pipeline.prefetch=true pipeline.prefetch_buffer=-1",
+                          "no prefetch: input and compute take turns; prefetch overlaps them"))
+    out += _for_stage(s, bottleneck)
+    out += _for_host(m)
+    unique: dict[str, Advice] = {}
+    for a in out:
+        unique.setdefault(a.setting, a)
+    return list(unique.values())
+
+
+def _for_stage(s: Setup, stage: str | None) -> list[Advice]:
+    if stage == "read":
+        return _for_read(s)
+    if stage == "parse":
+        return _for_parse(s)
+    if stage in ("augment", "preprocess", "batch"):
+        return _for_map(s, stage)
+    if stage == "shuffle":
+        return [Advice("data.shuffle_buffer=1024", "filling the shuffle buffer dominates; a smaller buffer "
+                       "starts sooner (shuffle files as well, which list_files does)")]
+    if stage == "cache":
+        return [Advice("pipeline.cache_path=", "reading the cache is the costliest stage: keep it in memory "
+                       "rather than on disk when the parsed split fits")] if s.cache_fits() else []
+    return []
+
+
+def _cache_advice(s: Setup, stage: str) -> list[Advice]:
+    if s.cache or not s.cache_fits():
+        return []
+    return [Advice("pipeline.cache=true", f"{stage} is paid every epoch, but the parsed split is about "
+                   f"{s.parsed_split_mb:.0f} MiB and {s.available_ram_mb / 1024:.1f} GiB of RAM is free: cache after "
+                   f"parse and {stage} runs only in the first epoch")]
+
+
+def _for_read(s: Setup) -> list[Advice]:
+    out = []
+    if not s.interleave or s.read_parallelism == 1:
+        out.append(Advice("pipeline.interleave=true pipeline.read_parallelism=-1",
+                          f"files are read one at a time ({s.parallel_reads} parallel read)"))
+    want = max(s.cycle_length, 2 * s.cpu_count)
+    if s.files and s.files < max(s.parallel_reads, 2):
+        out.append(Advice(f"SHARDS={want}", f"only {s.files} file(s) for {s.parallel_reads} parallel reads: "
+                          f"write {want} shards (data.shards, then make prepare) so reads can overlap"))
+    elif s.interleave and s.files > s.cycle_length:
+        out.append(Advice(f"pipeline.cycle_length={min(s.files, want)}",
+                          f"{s.files} files but only {s.cycle_length} are read at once"))
+    return out + _cache_advice(s, "read")
+
+
+def _for_parse(s: Setup) -> list[Advice]:
+    out = []
+    if s.map_parallelism == 1:
+        out.append(Advice("pipeline.map_parallelism=-1", "parse runs on one core; AUTOTUNE runs it in parallel"))
+    if not s.vectorize:
+        out.append(Advice("pipeline.vectorize=true", "records are parsed one by one; a batched parse "
+                          "(pipeline.parse_batch) pays the per-call overhead once per batch"))
+    out += _cache_advice(s, "parse")
+    if s.decodes_images and s.preset != "dali":
+        out.append(Advice("PIPELINE=dali", "parse decodes images: DALI decodes (and augments) on its own threads, "
+                          "or on the GPU where there is one"))
+    return out
+
+
+def _for_map(s: Setup, stage: str) -> list[Advice]:
+    out = []
+    if s.map_parallelism == 1:
+        out.append(Advice("pipeline.map_parallelism=-1", f"{stage} runs on one core; AUTOTUNE runs it in parallel"))
+    if stage == "augment" and s.decodes_images and s.preset != "dali":
+        out.append(Advice("PIPELINE=dali", "image augmentation is the costliest stage: DALI runs decode and "
+                          "augmentation in its own optimized pipeline"))
+    return out
+
+
+def _for_host(m: Measurements) -> list[Advice]:
+    """The pipeline is parallel and still too slow, or it slows the model down: use more machines."""
+    s = m.setup
+    parallel = s.map_parallelism != 1 and (s.interleave and s.read_parallelism != 1)
+    short = m.input_examples_per_s < m.compute_examples_per_s
+    contended = m.compute_s > CONTENTION * m.compute_step_s
+    if not parallel or s.data_service or not (short or contended):
+        return []
+    workers = max(1, math.ceil(m.compute_examples_per_s / m.input_examples_per_s)) if short else 1
+    reason = (f"the pipeline is already parallel on {s.cpu_count} core(s) but gives "
+              f"{m.input_examples_per_s:.0f} examples/s where the model takes {m.compute_examples_per_s:.0f}"
+              if short else
+              f"the step takes {m.compute_s * 1e3:.1f} ms beside the pipeline but {m.compute_step_s * 1e3:.1f} ms "
+              f"alone: preprocessing competes with the model for the host's CPU")
+    return [Advice(SERVICE, f"{reason}; run `make data-service WORKERS={workers}` (tf.data service workers) "
+                   f"on other hosts and point the run at the dispatcher")]

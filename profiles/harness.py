@@ -1,0 +1,131 @@
+"""``profile(config)``: the orchestrator behind ``make profile``.
+
+Host, one process. Builds the run's pipeline, model and train step exactly as ``make train``
+does (``training.controller``), measures the three scenarios and every pipeline prefix,
+captures a short profiler trace, diagnoses, and writes ``runs/<RUN>/profile/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import psutil
+import tensorflow as tf
+
+from ingest import datasets, pipeline
+from ingest.dataset import Dataset
+from ingest.pipeline import Built
+from profiles import report, scenarios, trace
+from profiles.diagnose import Diagnosis, diagnose
+from profiles.measurements import Measurements, Setup
+from stoker.errors import StokerError
+from strategies import make_backend
+from training.config import RunConfig
+from training.controller import build_model, ensure_prepared, setup_precision_and_seeds
+from training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+SINGLE_PROCESS = ("one_device", "mirrored", "pipeline", "tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """What one profile run measured and concluded, and where it wrote it."""
+
+    measurements: Measurements
+    diagnosis: Diagnosis
+    directory: Path
+    tensorboard: trace.TensorBoardVerdict | None  # None when no trace was taken or it was unreadable
+
+
+def profile(config: RunConfig) -> Profile:
+    """Measure, diagnose and report for ``config`` (the same config ``make train`` would run)."""
+    if config.strategy.name not in SINGLE_PROCESS:
+        raise StokerError(f"make profile measures one process; STRATEGY={config.strategy.name} launches several. "
+                          f"Profile with STRATEGY=mirrored (or one_device) on one host")
+    backend = make_backend(config.strategy)
+    try:
+        return _profile(config, backend)
+    finally:
+        backend.shutdown()
+
+
+def _profile(config: RunConfig, backend: Any) -> Profile:
+    dataset = datasets.get(config.data)
+    ensure_prepared(dataset, config)
+    setup_precision_and_seeds(config, config.strategy.name)
+    t, p = config.train, config.profile
+    built = pipeline.build(dataset, config.data.train_split, config.pipeline, backend.input_context(),
+                           batch_size=t.batch_size, training=True, seed=config.data.seed,
+                           shuffle_buffer=config.data.shuffle_buffer)
+    model, optimizer = build_model(config, dataset, backend, backend.topology.replicas)
+    trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
+    fk, lk = dataset.feature_key, dataset.label_key
+
+    def step(batch: dict[str, tf.Tensor]) -> float:
+        """Host: one real train step; returns when it finished (the loss is read back)."""
+        return float(trainer.train_step((batch[fk], batch[lk]))[0])
+
+    n = dataset.num_examples(config.data.train_split)
+    epoch = math.ceil(n / built.batch_size) if built.cached and n else 0
+    plan = scenarios.Plan(steps=p.steps, reps=p.reps, warmup_steps=p.warmup_steps,
+                          stage_batches=p.stage_batches, epoch_batches=epoch)
+    log.info("input-only: the pipeline alone (%d steps)", p.steps)
+    inp = scenarios.input_only(built.dataset, plan)
+    iterator = iter(built.dataset)
+    log.info("compute-only: one cached batch through the train step (%d steps)", p.steps)
+    compute_step = scenarios.compute_only(step, next(iterator), plan)
+    log.info("end-to-end: real steps, input wait and compute timed apart (%d steps)", p.steps)
+    waits, computes = scenarios.end_to_end(step, iterator, plan)
+    out_dir = config.run_dir / "profile"
+    tb = _trace(step, iterator, p.trace_steps, out_dir)
+    log.info("prefixes: each stage added in turn (%d batches x %d windows each)", p.stage_batches, p.reps)
+    rates = scenarios.time_prefixes(
+        scenarios.prefixes(dataset, config.data.train_split, config.pipeline, built, seed=config.data.seed,
+                           shuffle_buffer=config.data.shuffle_buffer), plan)
+    m = Measurements(
+        setup=_setup(config, dataset, built), input_examples_per_s=inp.median, input_first_batch_s=inp.first_s,
+        compute_step_s=compute_step, wait_s=sum(waits) / len(waits), compute_s=sum(computes) / len(computes),
+        step_waits=tuple(waits), step_computes=tuple(computes), stages=tuple(rates),
+    )
+    d = diagnose(m)
+    report.write(out_dir, m, d, config=config, tensorboard=tb)
+    return Profile(m, d, out_dir, tb)
+
+
+def _trace(step: Any, iterator: Any, steps: int, out_dir: Path) -> trace.TensorBoardVerdict | None:
+    if not steps:
+        return None
+    log.info("trace: %d annotated steps into %s", steps, out_dir)
+    xplane = trace.capture(step, iterator, steps=steps, logdir=out_dir)
+    try:
+        return trace.tensorboard_verdict(xplane)
+    except (trace.TraceError, ValueError, KeyError, IndexError) as err:  # the report stands without it
+        log.warning("TensorBoard's profile plugin could not analyse %s: %s", xplane, err)
+        return None
+
+
+def _setup(config: RunConfig, dataset: Dataset, built: Built) -> Setup:
+    o = config.pipeline
+    n = dataset.num_examples(config.data.train_split)
+    spec = dataset.element_spec.get(dataset.feature_key)
+    return Setup(
+        dataset=dataset.name, preset=o.preset, batch_size=config.train.batch_size, files=len(built.files),
+        interleave=bool(o.interleave), cycle_length=o.cycle_length, read_parallelism=int(o.read_parallelism),
+        map_parallelism=int(o.map_parallelism), vectorize=bool(o.vectorize), cache=built.cached,
+        prefetch=bool(o.prefetch), data_service=o.data_service,
+        parsed_split_mb=n * dataset.example_bytes() / 2**20 if n else None,
+        available_ram_mb=psutil.virtual_memory().available / 2**20, cache_budget_mb=o.cache_budget_mb,
+        decodes_images=_decodes_images(dataset, spec), has_augment=dataset.has_augment,
+        cpu_count=len(os.sched_getaffinity(0)),
+    )
+
+
+def _decodes_images(dataset: Dataset, spec: tf.TensorSpec | None) -> bool:
+    """Images parsed from files (uint8, height x width x channels): parse decodes them."""
+    return spec is not None and spec.dtype == tf.uint8 and spec.shape.rank == 3 and dataset.format != "memory"

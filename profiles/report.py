@@ -1,0 +1,112 @@
+"""``runs/<RUN>/profile/``: report.json, report.md and chart.png from one profile.
+
+Host only, after measuring. The JSON holds the resolved config, the raw measurements, the
+diagnosis and TensorBoard's own verdict of the trace; the Markdown says the same for people;
+the chart shows each prefix's throughput against what the model consumes, and each step's
+time split into input wait and compute.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from profiles.diagnose import Diagnosis
+from profiles.measurements import Measurements
+from profiles.trace import TensorBoardVerdict
+from stoker import config as cfg
+
+log = logging.getLogger(__name__)
+FILES = ("report.json", "report.md", "chart.png")
+
+
+def write(out_dir: Path, m: Measurements, d: Diagnosis, *, config: Any = None,
+          tensorboard: TensorBoardVerdict | None = None) -> list[Path]:
+    """Write the three files into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = {
+        "config": cfg.to_dict(config) if config is not None else None,
+        "measurements": m.as_dict(),
+        "diagnosis": d.as_dict(),
+        "tensorboard": tensorboard.as_dict() if tensorboard else None,
+    }
+    paths = [out_dir / name for name in FILES]
+    paths[0].write_text(json.dumps(body, indent=2) + "\n")
+    paths[1].write_text(markdown(m, d, tensorboard, title=_title(config, m)))
+    chart(m, d, paths[2])
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return paths
+
+
+def _title(config: Any, m: Measurements) -> str:
+    s = m.setup
+    if config is None:
+        return f"{s.dataset}, PIPELINE={s.preset}, BATCH={s.batch_size}"
+    return (f"{config.train.run_name}: DATASET={s.dataset} PIPELINE={s.preset} STRATEGY={config.strategy.name} "
+            f"BATCH={s.batch_size}")
+
+
+def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, title: str) -> str:
+    """The human report: verdict, the three scenarios, the stages and the advice."""
+    ms = lambda s: f"{1e3 * s:.1f} ms"  # noqa: E731
+    lines = [
+        f"# Profile — {title}", "",
+        f"**Verdict: {d.verdict_text}.** {100 * d.input_fraction:.1f}% of the step time waits for input; "
+        f"the step would be {d.speedup_if_input_free:.2f}x faster if input were free"
+        + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else "."), "",
+        "| scenario | result |", "| --- | --- |",
+        f"| input-only (pipeline alone) | {m.input_examples_per_s:,.0f} examples/s; first batch after "
+        f"{m.input_first_batch_s:.2f} s |",
+        f"| compute-only (one cached batch) | {ms(m.compute_step_s)} per step = "
+        f"{m.compute_examples_per_s:,.0f} examples/s |",
+        f"| end-to-end (real steps) | {ms(m.step_s)} per step = input wait {ms(m.wait_s)} + compute "
+        f"{ms(m.compute_s)} ({len(m.step_waits)} steps) |",
+    ]
+    if tb:
+        lines.append(f"| TensorBoard's analyzer ({tb.steps} traced steps) | {tb.input_percent:.1f}% input: "
+                     f"{tb.conclusion.split(' because')[0]} |")
+    lines += ["", "## Stages", "", "Each row times the pipeline cut after that stage; *adds* is what the stage "
+              "adds per 1000 examples.", "", "| + stage | examples/s | adds | share of steady time |",
+              "| --- | ---: | ---: | ---: |"]
+    for rate, cost in zip(m.stages, d.stage_costs):
+        share = f"{100 * cost.share:.0f}%" if cost.every_epoch else "first epoch only (cached)"
+        mark = " **(costliest)**" if rate.name == d.bottleneck else ""
+        lines.append(f"| {rate.name}{mark} | {rate.examples_per_s:,.0f} | {ms(1000 * cost.s_per_example)} | {share} |")
+    lines += ["", "## Advice", ""]
+    lines += [f"- `{a.setting}`: {a.why}" for a in d.advice] or ["- nothing to change"]
+    lines += ["", "Files: `report.json` (raw figures), `chart.png`; the trace opens with "
+              "`make tensorboard RUN=<run>` (Profile tab).", ""]
+    return "\n".join(lines)
+
+
+def chart(m: Measurements, d: Diagnosis, path: Path) -> None:
+    """Two panels: prefix throughputs vs the model's appetite, and per-step wait vs compute."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [s.name for s in m.stages]
+    colors = ["tab:red" if n == d.bottleneck else "tab:gray" for n in names]
+    left.barh(names[::-1], [s.examples_per_s for s in m.stages][::-1], color=colors[::-1])
+    left.axvline(m.compute_examples_per_s, color="tab:blue", linestyle="--", label="model consumes (compute-only)")
+    left.axvline(m.input_examples_per_s, color="tab:green", linestyle=":", label="whole pipeline (input-only)")
+    left.set_xscale("log")
+    left.set_xlabel("examples/s (log)")
+    left.set_title("pipeline prefixes: + stage")
+    left.legend(loc="lower right", fontsize=8)
+    steps = range(1, len(m.step_waits) + 1)
+    waits = [1e3 * w for w in m.step_waits]
+    right.bar(steps, [1e3 * c for c in m.step_computes], color="tab:blue", label="compute")
+    right.bar(steps, waits, bottom=[1e3 * c for c in m.step_computes], color="tab:red", label="input wait")
+    right.axhline(1e3 * m.compute_step_s, color="black", linestyle="--", label="compute-only step")
+    right.set_xlabel("end-to-end step")
+    right.set_ylabel("ms")
+    right.set_title(f"{d.verdict_text}: {100 * d.input_fraction:.1f}% input wait")
+    right.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

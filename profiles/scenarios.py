@@ -1,0 +1,151 @@
+"""The measurements: input-only, compute-only, end-to-end, and every prefix of the pipeline.
+
+Everything here runs on the host of one process and returns raw numbers; the analysis is
+``profiles.diagnose``. Steady state only: warm-up runs first (the first step compiles, a
+cache fills during its first epoch) and time to the first batch is kept apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import tensorflow as tf
+
+from ingest import stages
+from ingest.dataset import Dataset
+from ingest.options import PipelineOptions
+from ingest.pipeline import Built
+from profiles import timing
+from profiles.measurements import StageRate
+
+log = logging.getLogger(__name__)
+Batch = dict[str, tf.Tensor]
+StepFn = Callable[[Batch], Any]  # one train step on a batch; returns once the step finished
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plan:
+    """How long to measure: steps split over ``reps`` timed windows after a warm-up."""
+
+    steps: int  # timed steps (batches) per scenario
+    reps: int  # timed windows; the median window is reported
+    warmup_steps: int  # untimed steps before timing
+    stage_batches: int  # batches per window for each prefix
+    epoch_batches: int = 0  # batches in one epoch when the cache must fill first (0: no cache)
+
+    @property
+    def per_rep(self) -> int:
+        return max(1, self.steps // self.reps)
+
+    def warmup_windows(self, at_least: int = 0) -> int:
+        """Warm-up in windows of ``per_rep`` covering the warm-up steps and, when caching, one epoch."""
+        need = max(self.warmup_steps, at_least, self.epoch_batches + 1 if self.epoch_batches else 0)
+        return math.ceil(need / self.per_rep)
+
+
+def batch_examples(batch: Any) -> int:
+    """Examples in a batch: the leading dimension of its first tensor."""
+    return int(tf.nest.flatten(batch)[0].shape[0])
+
+
+def input_only(dataset: tf.data.Dataset, plan: Plan) -> timing.Throughput:
+    """Examples/s of the whole pipeline iterated alone; its warm-up fills the cache."""
+    return timing.measure(lambda: iter(dataset), elements=plan.per_rep, reps=plan.reps,
+                          warmup=plan.warmup_windows(), size_of=batch_examples)
+
+
+def compute_only(step: StepFn, batch: Batch, plan: Plan) -> float:
+    """Seconds per train step fed one cached batch over and over (the synthetic upper bound)."""
+    rate = timing.time_calls(lambda: step(batch), calls=plan.per_rep, reps=plan.reps,
+                             warmup=math.ceil(max(1, plan.warmup_steps) / plan.per_rep))
+    return 1.0 / rate.median
+
+
+def end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) -> tuple[list[float], list[float]]:
+    """Real steps: for each timed step, seconds waiting for the batch and seconds computing."""
+    for _ in range(max(1, plan.warmup_steps)):
+        step(next(iterator))
+    waits, computes = [], []
+    for _ in range(plan.steps):
+        t0 = time.perf_counter()
+        batch = next(iterator)
+        t1 = time.perf_counter()
+        step(batch)
+        waits.append(t1 - t0)
+        computes.append(time.perf_counter() - t1)
+    return waits, computes
+
+
+@dataclasses.dataclass(frozen=True)
+class Prefix:
+    """The pipeline cut after ``name``; ``dataset`` yields batches and never ends."""
+
+    name: str
+    dataset: tf.data.Dataset
+    fill: tf.data.Dataset | None = None  # iterate once before timing (fills the cache)
+
+
+def prefixes(dataset: Dataset, split: str, options: PipelineOptions, built: Built, *, seed: int,
+             shuffle_buffer: int) -> list[Prefix]:
+    """Every prefix of ``pipeline.build``'s stage order for one input pipeline (training).
+
+    Composes ``ingest.stages`` in the same order as ``ingest.pipeline.build``; prefixes that
+    end before batching get a plain ``batch`` so every prefix is iterated batch by batch
+    (per-element Python overhead would otherwise swamp fast stages), and prefixes that end
+    before ``repeat`` are repeated so none runs dry.
+    """
+    ordered = bool(options.deterministic)
+    size = built.batch_size
+    memory = dataset.in_memory(split)
+    if memory is not None:
+        ds = memory
+    else:
+        names = stages.list_files(list(built.files), pipelines=1, index=0, shuffle=options.shuffle, seed=seed)
+        ds = stages.interleave(names, dataset.read, options=options, ordered=ordered)
+    chain: list[tuple[str, tf.data.Dataset, bool]] = [("read", ds, False)]  # (name, dataset, repeats)
+    ds = stages.parse(ds, dataset.parse, options=options, ordered=ordered)
+    chain.append(("parse", ds, False))
+    fill = None
+    if built.cached:
+        ds = stages.cache(ds, options=dataclasses.replace(options, cache=True))
+        fill = ds
+        chain.append(("cache", ds, False))
+    if options.shuffle:
+        ds = stages.shuffle(ds, buffer=shuffle_buffer, seed=seed)
+        chain.append(("shuffle", ds, False))
+    ds = ds.repeat()
+    if dataset.has_augment:
+        ds = stages.augment(ds, dataset.augment, options=options, seed=seed)
+        chain.append(("augment", ds, True))
+    ds = stages.per_example(ds, dataset.preprocess, options=options)
+    chain.append(("preprocess", ds, True))
+    ds = stages.batch(ds, size=size, drop_remainder=True)
+    out = [Prefix(name, stages.with_options((d if rep else d.repeat()).batch(size), options=options),
+                  fill if name != "read" and name != "parse" else None) for name, d, rep in chain]
+    out.append(Prefix("batch", stages.with_options(ds, options=options), fill))
+    if options.prefetch:
+        out.append(Prefix("prefetch", stages.prefetch(stages.with_options(ds, options=options), options=options), fill))
+    return out
+
+
+def time_prefixes(prefix_list: list[Prefix], plan: Plan) -> list[StageRate]:
+    """Examples/s of each prefix (median of ``reps`` windows of ``stage_batches`` batches)."""
+    filled: set[int] = set()
+    rates = []
+    for p in prefix_list:
+        if p.fill is not None and id(p.fill) not in filled:
+            t0 = time.perf_counter()
+            for _ in p.fill.batch(1024):  # one pass completes the cache; later prefixes share it
+                pass
+            filled.add(id(p.fill))
+            log.info("filled the cache in %.1f s", time.perf_counter() - t0)
+        r = timing.measure(lambda p=p: iter(p.dataset), elements=plan.stage_batches, reps=plan.reps, warmup=1,
+                           size_of=batch_examples)
+        log.info("prefix %-10s %9.0f examples/s (first batch %.2f s)", f"+{p.name}", r.median, r.first_s)
+        rates.append(StageRate(name=p.name, examples_per_s=r.median, first_s=r.first_s))
+    return rates
