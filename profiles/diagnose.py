@@ -85,7 +85,7 @@ def stage_costs(m: Measurements) -> tuple[StageCost, ...]:
     steady = sum(c for i, c in enumerate(raw) if i >= cache_at)
     return tuple(
         StageCost(name, c, i >= cache_at, (c / steady if steady and i >= cache_at else 0.0))
-        for i, (name, c) in enumerate(zip(names, raw))
+        for i, (name, c) in enumerate(zip(names, raw, strict=True))
     )
 
 

@@ -70,7 +70,7 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
     lines += ["", "## Stages", "", "Each row times the pipeline cut after that stage; *adds* is what the stage "
               "adds per 1000 examples.", "", "| + stage | examples/s | adds | share of steady time |",
               "| --- | ---: | ---: | ---: |"]
-    for rate, cost in zip(m.stages, d.stage_costs):
+    for rate, cost in zip(m.stages, d.stage_costs, strict=True):
         share = f"{100 * cost.share:.0f}%" if cost.every_epoch else "first epoch only (cached)"
         mark = " **(costliest)**" if rate.name == d.bottleneck else ""
         lines.append(f"| {rate.name}{mark} | {rate.examples_per_s:,.0f} | {ms(1000 * cost.s_per_example)} | {share} |")
