@@ -18,9 +18,8 @@ AREA = (0.08, 1.0)  # random resized crop: fraction of the image area kept
 RATIO = (3 / 4, 4 / 3)  # random resized crop: aspect ratios allowed
 
 
-def crop_window(jpeg: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """[y, x, h, w] of a random-resized-crop window of ``jpeg`` (stateless, keyed by ``seed``)."""
-    shape = tf.io.extract_jpeg_shape(jpeg)
+def crop_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """[y, x, h, w] of a random-resized-crop window of an image of ``shape`` (stateless, keyed by ``seed``)."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed, min_object_covered=0.0,
         aspect_ratio_range=RATIO, area_range=AREA, max_attempts=10, use_image_if_no_bounding_boxes=True)
@@ -34,7 +33,7 @@ def random_resized_crop(jpeg: tf.Tensor, seed: tf.Tensor, *, crop: int, fused: b
     is decoded and then cropped, which is what most hand-written pipelines do.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
-    window = crop_window(jpeg, seeds[0])
+    window = crop_window(tf.io.extract_jpeg_shape(jpeg), seeds[0])
     if fused:
         image = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
     else:
@@ -83,3 +82,30 @@ class ImagenetShapes(Shapes):
         """Channel mean and std of the train split (from dataset_info.json)."""
         mean = tf.constant(self.info.get("mean", [0.5] * 3), tf.float32)
         return mean, tf.constant(self.info.get("std", [0.25] * 3), tf.float32)
+
+
+class PixelShapes(ImagenetShapes):
+    """Like :class:`ImagenetShapes`, but parse decodes (as ``shapes`` does), so a cache holds pixels.
+
+    Cache placement: after the first epoch nothing is decoded again, so its rate is not
+    bounded by the decode ceiling; it costs ``image_size**2 * 3`` bytes per example of memory.
+    """
+
+    @property
+    def element_spec(self) -> dict[str, tf.TensorSpec]:
+        return Shapes.element_spec.fget(self)
+
+    def example_bytes(self) -> int:
+        return Shapes.example_bytes(self)
+
+    def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Parse a batch of Examples and decode every JPEG (uint8 pixels)."""
+        return Shapes.parse(self, records)
+
+    def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Random resized crop of the decoded pixels, then flip."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+        image = example["image"]
+        y, x, h, w = tf.unstack(crop_window(tf.shape(image), seeds[0]))
+        image = tf.image.resize(image[y:y + h, x:x + w], [self.crop, self.crop], method="bilinear")
+        return dict(example, image=tf.image.stateless_random_flip_left_right(image, seed=seeds[1]))
