@@ -16,11 +16,17 @@ import time
 import pytest
 import tensorflow as tf
 
+# A worker reads each record this slowly, so an epoch lasts a few seconds and a fault lands
+# while splits are in flight (a test-only op that runs on the workers, unlike a py_function).
+from tensorflow.python.data.experimental.ops import testing as tf_data_testing  # private API: tests only
+
 from ingest import pipeline, service
 from ingest.dataset import Dataset
 from ingest.options import DataOptions, PipelineOptions
+from ingest.sources import tfrecord
 
 FILES, PER_FILE, BATCH = 16, 40, 8
+RECORD_US = 20_000
 TOTAL = FILES * PER_FILE
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,9 @@ class Ids(Dataset):
     """Records that carry only their index."""
 
     name = "ids"
+
+    def read(self, path: tf.Tensor) -> tf.data.Dataset:
+        return tfrecord.read(path).apply(tf_data_testing.sleep(RECORD_US))
 
     def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
         return tf.io.parse_example(records, {"id": tf.io.FixedLenFeature([], tf.int64)})
@@ -64,13 +73,12 @@ def _epoch(dataset: Ids, cluster: service.LocalCluster, timeout_s: float = 60.0)
     return iter(built.dataset)
 
 
-def _read(it, seen: list[int], batches: int | None = None, pace_s: float = 0.0) -> None:
+def _read(it, seen: list[int], batches: int | None = None) -> None:
     """Append the ids of up to ``batches`` batches (all, when None) to ``seen``."""
     for n, batch in enumerate(it):
         seen.extend(int(i) for i in batch["id"])
         if batches is not None and n + 1 >= batches:
             return
-        time.sleep(pace_s)
 
 
 def _tally(seen: list[int]) -> tuple[set[int], list[int], set[int]]:
@@ -96,18 +104,19 @@ def test_worker_killed_and_restarted_loses_at_most_its_splits_in_flight(ids_data
     # Counted: ids seen by the client in one epoch. At-most-once: no id twice; lost ids fill
     # only files (splits) the killed worker had taken and not finished.
     it, seen = _epoch(ids_dataset, cluster), []
-    _read(it, seen, batches=TOTAL // BATCH // 4, pace_s=0.02)
+    _read(it, seen, batches=TOTAL // BATCH // 4)
     cluster.kill_worker(0)
     cluster.start_worker(0)
     _read(it, seen)
     lost, dup, lost_files = _tally(seen)
     record_property("lost_examples", len(lost))
     record_property("lost_files", len(lost_files))
-    log.warning("worker restart: %d of %d examples seen, %d lost in %d files, %d duplicated",
-                len(set(seen)), TOTAL, len(lost), len(lost_files), len(dup))
+    log.warning("worker restart: %d of %d examples seen, %d lost in %d files %s, %d duplicated",
+                len(set(seen)), TOTAL, len(lost), len(lost_files), sorted(lost_files), len(dup))
     assert not dup, f"ids seen twice: {dup}"
-    # In flight on one worker: the interleave's open files plus the splits it prefetched.
-    in_flight = PipelineOptions(preset="optimized").cycle_length + 2
+    # In flight on one worker: a parallel interleave holds cycle_length open files and as
+    # many prefetched ones (tf.data's prefetch_input_elements defaults to cycle_length).
+    in_flight = 2 * PipelineOptions(preset="optimized").cycle_length
     assert len(lost_files) <= in_flight, f"lost ids in {len(lost_files)} files, more than {in_flight} in flight"
     assert len(seen) >= TOTAL - in_flight * PER_FILE
 
@@ -116,7 +125,7 @@ def test_worker_killed_and_restarted_loses_at_most_its_splits_in_flight(ids_data
 @pytest.mark.timeout(150)
 def test_dispatcher_restarted_from_journal_continues(ids_dataset, cluster, record_property):
     it, seen = _epoch(ids_dataset, cluster), []
-    _read(it, seen, batches=TOTAL // BATCH // 3, pace_s=0.02)
+    _read(it, seen, batches=TOTAL // BATCH // 3)
     cluster.kill_dispatcher()
     cluster.start_dispatcher()  # same port, same work_dir: replays the journal
     _read(it, seen)
