@@ -25,6 +25,17 @@ from stoker.errors import CorruptDataError, DataError
 INFO_FILE = "dataset_info.json"
 
 
+def file_crc32c(path: str | os.PathLike) -> int:
+    """CRC32C of a whole file (recorded per shard for formats without per-record checksums)."""
+    import google_crc32c
+
+    crc = google_crc32c.Checksum()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            crc.update(chunk)
+    return int.from_bytes(crc.digest(), "big")
+
+
 class Dataset:
     """Base class of every dataset. Subclasses set :attr:`name` and override what differs.
 
@@ -91,11 +102,16 @@ class Dataset:
                 f"{sorted(expected)}; re-run `make prepare DATASET={self.name}`"
             )
         for path in found:
-            want = expected[os.path.basename(path)]["bytes"]
-            if os.path.getsize(path) != want:
+            shard = expected[os.path.basename(path)]
+            if os.path.getsize(path) != shard["bytes"]:
                 raise CorruptDataError(
-                    f"{path} is {os.path.getsize(path)} bytes but was written as {want} bytes: it was truncated "
-                    f"or overwritten; re-run `make prepare DATASET={self.name}` (or restore the file)"
+                    f"{path} is {os.path.getsize(path)} bytes but was written as {shard['bytes']} bytes: it was "
+                    f"truncated or overwritten; re-run `make prepare DATASET={self.name}` (or restore the file)"
+                )
+            if "crc32c" in shard and file_crc32c(path) != shard["crc32c"]:
+                raise CorruptDataError(
+                    f"{path} does not match the checksum recorded when it was written (crc32c): its bytes changed; "
+                    f"re-run `make prepare DATASET={self.name}` (or restore the file)"
                 )
 
     def num_examples(self, split: str) -> int | None:

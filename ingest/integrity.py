@@ -50,6 +50,17 @@ def _lost(dataset, path: str, result: tfrecord.ScanResult) -> int:
     return max(expected - result.records, result.corrupt) if expected is not None else result.corrupt
 
 
+def verify_framing(dataset, files: Iterable[str]) -> None:
+    """Raise :class:`CorruptDataError` naming the first file whose record framing is broken."""
+    for path in files:
+        problem = tfrecord.check_framing(path, dataset.compression)
+        if problem:
+            raise CorruptDataError(
+                f"{path} is corrupt ({problem}); re-run `make prepare DATASET={dataset.name}` or set "
+                f"SET=\"pipeline.skip_corrupt=true\" to skip bad records (bounded by pipeline.max_corrupt)"
+            )
+
+
 def find_damage(dataset, files: Iterable[str], report: CorruptionReport) -> list[str]:
     """Scan ``files``; count their bad records into ``report``; return the damaged ones."""
     damaged = []
@@ -68,14 +79,33 @@ def read_intact(path: str, compression: str) -> tf.data.Dataset:
     return tfrecord.read_valid(path, compression)
 
 
-def explain(error: tf.errors.DataLossError, dataset, files: Iterable[str]) -> CorruptDataError:
-    """A :class:`CorruptDataError` naming the first damaged file behind ``error``."""
+# tf.data errors that can come from damaged files (raised at iteration, naming no file).
+READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+
+
+def explain(error: tf.errors.OpError, dataset, files: Iterable[str]) -> CorruptDataError:
+    """A :class:`CorruptDataError` naming the first damaged file behind a tf.data ``error``.
+
+    TFRecord files are scanned record by record; other formats are read and parsed one file
+    at a time until one fails the same way.
+    """
+    advice = (f"re-run `make prepare DATASET={dataset.name}` or remove the file"
+              + (" (or set SET=\"pipeline.skip_corrupt=true\" to skip bad records)" if dataset.format == "tfrecord" else ""))
     for path in files:
-        result = tfrecord.scan(path, dataset.compression)
-        if result.problems:
-            return CorruptDataError(
-                f"{path} is corrupt ({'; '.join(result.problems)}); re-run `make prepare DATASET={dataset.name}` "
-                f"or set SET=\"pipeline.skip_corrupt=true\" to skip bad records (bounded by pipeline.max_corrupt)"
-            )
-    return CorruptDataError(f"tf.data reported data loss ({error.message}) in dataset {dataset.name!r}; no file scan "
-                            f"found it: check the files under {dataset.root}")
+        problem = _problem(dataset, path)
+        if problem:
+            return CorruptDataError(f"{path} is corrupt ({problem}); {advice}")
+    return CorruptDataError(f"reading dataset {dataset.name!r} failed ({error.message.splitlines()[0]}) but no single "
+                            f"file reproduces it: check the files under {dataset.root} and the dataset's parse()")
+
+
+def _problem(dataset, path: str) -> str:
+    if dataset.format == "tfrecord":
+        return "; ".join(tfrecord.scan(path, dataset.compression).problems)
+    try:
+        for _ in dataset.read(tf.constant(path)).batch(256).map(dataset.parse):
+            pass
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.OutOfRangeError,
+            tf.errors.InternalError, tf.errors.UnknownError) as err:
+        return err.message.splitlines()[0][:300]
+    return ""

@@ -76,6 +76,7 @@ class PipelineOptions:
     private_threadpool: int | None = None  # threads of a private pool (0: the shared pool)
     autotune_cpu_budget: int = 0  # cores AUTOTUNE may use (0: all)
     autotune_ram_budget_mb: int = 0  # RAM AUTOTUNE buffers may use (0: half of RAM)
+    verify_framing: bool = True  # walk TFRecord headers before reading (a crafted length crashes TF)
     skip_corrupt: bool = False  # skip corrupt TFRecord records instead of failing (counted)
     max_corrupt: int = 100  # with skip_corrupt: fail when more records than this are bad
     data_service: str = ""  # grpc://host:port of a tf.data service dispatcher ('' runs locally)

@@ -128,6 +128,8 @@ def _read(dataset: Dataset, files: list[str], options: PipelineOptions, report: 
     damaged: list[str] = []
     if options.skip_corrupt and dataset.format == "tfrecord":
         damaged = integrity.find_damage(dataset, files, report)
+    elif options.verify_framing and dataset.format == "tfrecord":
+        integrity.verify_framing(dataset, files)
     clean = [f for f in files if f not in damaged] or []
     per_pipeline = stages.shard_plan(len(files), pipelines) == "files" and pipelines > 1
     parts = []

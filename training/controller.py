@@ -163,7 +163,7 @@ class _Loop:
     def next_batch(self) -> dict[str, tf.Tensor]:
         try:
             return next(self.iterator)
-        except tf.errors.DataLossError as err:
+        except integrity.READ_ERRORS as err:
             raise integrity.explain(err, self.dataset, self.built.files) from None
 
     def train(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ingest.dataset import INFO_FILE, Dataset
+from ingest.dataset import INFO_FILE, Dataset, file_crc32c
 from ingest.sources import parquet
 from stoker.errors import DataError
 
@@ -62,6 +62,7 @@ class Clicks(Dataset):
         found = sorted(glob.glob(pattern))
         if not found:
             raise DataError(f"no files match {pattern!r}; run `make prepare DATASET=clicks DATA_DIR={self.options.data_dir}`")
+        self._check_sizes(split, found)
         for path in found:
             parquet.check_schema(path, COLUMNS)
         return found
@@ -92,7 +93,8 @@ class Clicks(Dataset):
             for k in range(shards):
                 name = f"{split}-{k:05d}-of-{shards:05d}.parquet"
                 rows = parquet.write(str(partial / name), table(split, bounds[k], bounds[k + 1] - bounds[k], o.seed))
-                entries.append({"file": name, "num_examples": rows, "bytes": (partial / name).stat().st_size})
+                entries.append({"file": name, "num_examples": rows, "bytes": (partial / name).stat().st_size,
+                                "crc32c": file_crc32c(partial / name)})
             splits[split] = {"num_examples": count, "shards": entries}
         info = {"name": self.name, "version": "1.0.0", "label_names": ["no_click", "click"],
                 "features": {c: t.name for c, t in COLUMNS.items()}, "seed": o.seed, "splits": splits}

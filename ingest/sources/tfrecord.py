@@ -95,6 +95,39 @@ def iter_records(path: str | Path, compression: str = "", result: ScanResult | N
         result.problems.append(f"unreadable: {err}")
 
 
+def check_framing(path: str | Path, compression: str = "") -> str:
+    """Walk the record headers only (no data CRCs); '' when the framing holds, else the problem.
+
+    TensorFlow's reader trusts a length whose own CRC checks: a crafted length of 2**40 makes
+    it allocate that much and the process dies (SIGSEGV, no Python error). Walking lengths
+    against the file size first costs one 12-byte read per record.
+    """
+    try:
+        with _open(path, compression) as f:
+            offset = 0
+            while True:
+                head = f.read(12)
+                if not head:
+                    return ""
+                if len(head) < 12:
+                    return f"truncated record header at {offset}"
+                (length,) = struct.unpack("<Q", head[:8])
+                if struct.unpack("<I", head[8:])[0] != _masked_crc(head[:8]):
+                    return f"corrupt record length at {offset}"
+                if length > _MAX_RECORD:
+                    return f"record at {offset} declares {length} bytes"
+                if compression == "GZIP":
+                    skipped = len(f.read(length + 4))
+                else:
+                    skipped = f.seek(length + 4, io.SEEK_CUR) - offset - 12
+                    skipped = min(skipped, max(0, Path(path).stat().st_size - offset - 12))
+                if skipped < length + 4:
+                    return f"truncated record at {offset} ({skipped} of {length + 4} bytes)"
+                offset += 12 + length + 4
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        return f"unreadable: {err}"
+
+
 def scan(path: str | Path, compression: str = "") -> ScanResult:
     """Check every record of one file; returns counts and problems (never raises on damage)."""
     result = ScanResult(str(path))
