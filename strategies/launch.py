@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from stoker.errors import StokerError
 from strategies.backend import StrategyOptions
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 GRACE_S = 10.0  # after one worker fails, the others get this long to stop before SIGKILL
 
 
-class LaunchError(RuntimeError):
+class LaunchError(StokerError, RuntimeError):
     """A launched worker failed or the launch could not start."""
 
 

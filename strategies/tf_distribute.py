@@ -15,6 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from stoker.errors import DataError, StokerError
 from strategies import devices
 from strategies.backend import BACKENDS, Backend, StrategyOptions
 from strategies.topology import Topology
@@ -121,7 +122,7 @@ class TPU(TFDistribute):
         """Host: refuse a pipeline XLA cannot compile for TPU (see :func:`tpu_readiness`)."""
         problems = tpu_readiness(dataset)
         if problems:
-            raise ValueError("the input pipeline is not ready for TPU: " + "; ".join(problems))
+            raise DataError("the input pipeline is not ready for TPU: " + "; ".join(problems))
 
 
 # Dataset ops that run Python and so cannot run on a TPU host's input pipeline without this process.
@@ -156,7 +157,7 @@ def _flat_specs(spec: Any) -> list[tuple[str, tf.TensorSpec]]:
     return [(p or "element", s) for p, s in nest.flatten_with_joined_string_paths(spec)]
 
 
-class NoTPUError(RuntimeError):
+class NoTPUError(StokerError, RuntimeError):
     """No TPU is reachable at the address given."""
 
 

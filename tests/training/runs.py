@@ -1,0 +1,65 @@
+"""Test helpers: run ``python -m training`` as a real process and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+REPO = Path(__file__).resolve().parents[2]
+# Variables a launched worker inherits from its launcher: a test run must start clean.
+_LAUNCH_VARS = ("TF_CONFIG", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def env() -> dict[str, str]:
+    """The environment ``make train`` gives ``python -m training``."""
+    out = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    out.update(TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return out
+
+
+def command(runs_dir: Path, run: str, items: list[str], sets: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "training", f"RUN={run}", *items, "--set", f"train.runs_dir={runs_dir}"]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def train(runs_dir: Path, run: str, items: list[str], sets: list[str], *, timeout: float) -> dict:
+    """Run to completion within ``timeout`` seconds; returns metrics.json (fails with the output)."""
+    proc = subprocess.run(command(runs_dir, run, items, sets), env=env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode:
+        raise AssertionError(f"run {run} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return json.loads((runs_dir / run / "metrics.json").read_text())
+
+
+def id_lines(path: Path) -> list[tuple[int, list[int]]]:
+    """(step, example ids) lines a worker recorded with train.record_ids=true."""
+    out = []
+    for line in path.read_text().splitlines():
+        step, *ids = map(int, line.split())
+        out.append((step, ids))
+    return out
+
+
+def ids_seen(run_dir: Path) -> Counter:
+    """How many times each example id was trained on, over every worker."""
+    seen: Counter = Counter()
+    for f in sorted((run_dir / "ids").glob("worker_*.txt")):
+        for _, ids in id_lines(f):
+            seen.update(ids)
+    return seen
+
+
+def model_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    """The chief's last checkpointed model variables, by checkpoint key."""
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    keys = [k for k in reader.get_variable_to_shape_map() if k.startswith("model/") and "OPTIMIZER" not in k]
+    return {k: reader.get_tensor(k) for k in keys}
