@@ -77,6 +77,13 @@ def build(dataset: Dataset, split: str, options: PipelineOptions, input_context:
     if batch_size % pipelines:
         raise DataError(f"batch size {batch_size} does not split evenly over {pipelines} input pipelines; "
                         f"use a multiple of {pipelines}")
+    # ---- PIPELINE=dali: DALI reads, decodes and augments; see ingest/dali.py ----
+    if options.preset == "dali":
+        from ingest import dali  # Only DALI runs load it (and DALI).
+
+        return dali.build(dataset, split, options, input_context, batch_size=batch_size, training=training,
+                          seed=seed, shuffle_buffer=shuffle_buffer, repeat=repeat)
+    # ---- end PIPELINE=dali ----
     local_batch = batch_size // pipelines
     if training and options.shuffle:
         _check_shuffle_budget(dataset, shuffle_buffer)
