@@ -10,6 +10,7 @@ per-example with batched parsing; the guide's sleep-based rows close the suite.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -20,6 +21,8 @@ from benchmarks.runner import SuiteResult, Target, row
 from ingest.dataset import Dataset
 from ingest.options import AUTOTUNE, PipelineOptions
 from ingest.pipeline import build
+
+Tweak = Callable[[tf.data.Dataset], tf.data.Dataset]
 
 NAIVE = PipelineOptions(preset="naive")
 # Cumulative rows of the guide's table: each adds one switch to the row above it.
@@ -43,12 +46,24 @@ def cumulative() -> list[tuple[str, PipelineOptions]]:
     return out
 
 
-def pipeline_rate(dataset: Dataset, options: PipelineOptions, cfg: BenchConfig, *, window: int | None = None):
-    """Examples/s of the training pipeline ``build`` makes (a cache is filled before timing)."""
+def pipeline_rate(dataset: Dataset, options: PipelineOptions, cfg: BenchConfig, *, window: int | None = None,
+                  tweak: Tweak | None = None):
+    """Examples/s of the training pipeline ``build`` makes (a cache is filled before timing).
+
+    ``tweak`` applies tf.data options stoker has no switch for, to show what a switch would give.
+    """
     built = build(dataset, "train", options, batch_size=cfg.batch, training=True, seed=0,
                   shuffle_buffer=cfg.shuffle_buffer)
+    ds = tweak(built.dataset) if tweak else built.dataset
     epoch = (dataset.num_examples("train") or 0) if built.cached else 0
-    return rates.batches(lambda: iter(built.dataset), cfg, window=window, epoch_examples=epoch)
+    return rates.batches(lambda: iter(ds), cfg, window=window, epoch_examples=epoch)
+
+
+def map_fusion(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """tf.data's map fusion on: augment and preprocess run as one function per example."""
+    opts = tf.data.Options()
+    opts.experimental_optimization.map_fusion = True
+    return ds.with_options(opts)
 
 
 def image_rows(cfg: BenchConfig) -> tuple[list[dict], float]:
@@ -57,9 +72,9 @@ def image_rows(cfg: BenchConfig) -> tuple[list[dict], float]:
     images = ImagenetShapes(base, crop=cfg.crop)
     before = ceilings.decode_rate(cfg, images)
     rows, naive = [], 0.0
-    variants = [(n, images, o) for n, o in cumulative()] + fixes(cfg, base)
-    for name, dataset, options in variants:
-        tp = pipeline_rate(dataset, options, cfg)
+    variants = [(n, images, o, None) for n, o in cumulative()] + fixes(cfg, base)
+    for name, dataset, options, tweak in variants:
+        tp = pipeline_rate(dataset, options, cfg, tweak=tweak)
         naive = naive or tp.median
         rows.append(row("image", name, tp, unit="examples/s", x_naive=rates.ratio(tp.median, naive)))
     after = ceilings.decode_rate(cfg, images)
@@ -74,16 +89,17 @@ def image_rows(cfg: BenchConfig) -> tuple[list[dict], float]:
     return rows, ceiling
 
 
-def fixes(cfg: BenchConfig, base) -> list[tuple[str, Dataset, PipelineOptions]]:
+def fixes(cfg: BenchConfig, base) -> list[tuple[str, Dataset, PipelineOptions, Tweak | None]]:
     """Rows that try the issue's fixes on top of ``optimized`` (each one change)."""
     opt = PipelineOptions(preset="optimized")
+    fused = ImagenetShapes(base, crop=cfg.crop)
     return [
-        ("optimized, full decode then crop", ImagenetShapes(base, crop=cfg.crop, fused=False), opt),
-        (f"optimized, private pool {cfg.cores}", ImagenetShapes(base, crop=cfg.crop),
-         dataclasses.replace(opt, private_threadpool=cfg.cores)),
-        ("optimized, block_length 16", ImagenetShapes(base, crop=cfg.crop), dataclasses.replace(opt, block_length=16)),
-        ("optimized, no cache", ImagenetShapes(base, crop=cfg.crop), dataclasses.replace(opt, cache=False)),
-        ("optimized, cache decoded pixels", PixelShapes(base, crop=cfg.crop), opt),
+        ("optimized, full decode then crop", ImagenetShapes(base, crop=cfg.crop, fused=False), opt, None),
+        (f"optimized, private pool {cfg.cores}", fused, dataclasses.replace(opt, private_threadpool=cfg.cores), None),
+        ("optimized, block_length 16", fused, dataclasses.replace(opt, block_length=16), None),
+        ("optimized, no cache", fused, dataclasses.replace(opt, cache=False), None),
+        ("optimized + tf.data map_fusion", fused, opt, map_fusion),
+        ("optimized, cache decoded pixels", PixelShapes(base, crop=cfg.crop), opt, None),
     ]
 
 

@@ -32,7 +32,9 @@ def shapes(cfg: BenchConfig):
     if not fresh:
         log.info("generating shapes: %d examples at %d px in %d shards under %s", cfg.image_examples,
                  cfg.image_size, cfg.image_shards, cfg.data_dir)
-        ds.prepare()
+        # Smoke runs write a few hundred images: one in-memory Beam worker starts fastest.
+        quick = ["--direct_num_workers=1", "--direct_running_mode=in_memory"] if cfg.quick else None
+        ds.prepare(beam_args=quick)
     return ds
 
 

@@ -59,6 +59,7 @@ class SuiteResult:
 
 def row(group: str, name: str, tp: Any, *, unit: str, **extra: Any) -> dict[str, Any]:
     """One table row: a :class:`profiles.timing.Throughput` plus the row's ratios and notes."""
+    log.info("%s | %s: %.1f %s (%.1f-%.1f), first %.2f s", group, name, tp.median, unit, tp.low, tp.high, tp.first_s)
     return {"group": group, "name": name, "unit": unit, **tp.as_dict(), **extra}
 
 
@@ -86,13 +87,13 @@ def run_isolated(suite: str, cfg: BenchConfig, out: Path, *, timeout_s: float) -
     cmd = [sys.executable, "-m", "benchmarks.runner", suite, "--config", json.dumps(cfg.as_dict()), "--out", str(out)]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     try:
-        proc = subprocess.run(cmd, env=env, timeout=timeout_s, capture_output=True, text=True)
+        # stderr is inherited: the child's progress log shows as it runs.
+        proc = subprocess.run(cmd, env=env, timeout=timeout_s, stdout=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"benchmark suite {suite!r} did not finish within {timeout_s:.0f} s; "
                            "use --quick or a smaller --suite selection") from None
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
-        raise RuntimeError(f"benchmark suite {suite!r} failed (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(f"benchmark suite {suite!r} failed (exit {proc.returncode}); its error is in the log above")
     return json.loads(out.read_text())
 
 

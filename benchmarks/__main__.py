@@ -1,0 +1,79 @@
+"""``python -m benchmarks [--quick] [--dataset NAME]``: what ``make bench`` runs.
+
+Prepares the benchmark data, runs each suite in its own process, prints its tables, writes
+``<results-dir>/<suite>.json`` and regenerates the tables of ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import report, runner
+from benchmarks.config import BenchConfig
+
+log = logging.getLogger("benchmarks")
+HERE = Path(__file__).resolve().parent
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke sizes (seconds per suite); results under runs/")
+    p.add_argument("--dataset", default="", help="a registered dataset to benchmark instead of shapes and clicks")
+    p.add_argument("--data-dir", default="", help="where benchmark data is made and kept (default data/bench)")
+    p.add_argument("--suite", action="append", choices=runner.SUITES, help="run only this suite (repeatable)")
+    p.add_argument("--results-dir", default="", help="where <suite>.json goes (default benchmarks/results)")
+    p.add_argument("--readme", default="", help="README whose tables are regenerated ('none' to skip)")
+    p.add_argument("--timeout", type=float, default=0, help="seconds allowed per suite (default 900, quick 300)")
+    return p.parse_args(argv)
+
+
+def config(args: argparse.Namespace) -> BenchConfig:
+    """The run's sizes; a user's dataset keeps its data in DATA_DIR (default data/)."""
+    overrides = {"dataset": args.dataset}
+    if args.data_dir or args.dataset:
+        overrides["data_dir"] = args.data_dir or "data"
+    return BenchConfig.smoke(**overrides) if args.quick else BenchConfig.full(**overrides)
+
+
+def destinations(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """Results folder and README: committed ones only for a full run of the built-in suites."""
+    official = not args.quick and not args.dataset
+    default = HERE / "results" if official else Path("runs") / f"bench-{args.dataset or 'quick'}"
+    results = Path(args.results_dir) if args.results_dir else default
+    if args.readme == "none":
+        return results, None
+    return results, Path(args.readme) if args.readme else (HERE / "README.md" if official else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = config(args)
+    results_dir, readme = destinations(args)
+    timeout = args.timeout or (300 if cfg.quick else 900)
+    suites = tuple(args.suite or runner.SUITES)
+    start = time.perf_counter()
+    log.info("preparing benchmark data under %s", cfg.data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        runner.run_isolated("prepare", cfg, Path(tmp) / "prepare.json", timeout_s=timeout)
+    done = []
+    for suite in suites:
+        log.info("suite %s (own process)", suite)
+        result = runner.run_isolated(suite, cfg, results_dir / f"{suite}.json", timeout_s=timeout)
+        sys.stdout.write(report.suite_markdown(result) + "\n")
+        sys.stdout.flush()
+        done.append(result)
+    if readme is not None:
+        report.update_readme(readme, report.load(results_dir, runner.SUITES))
+        log.info("tables regenerated in %s", readme)
+    log.info("all suites in %.0f s; results in %s", time.perf_counter() - start, results_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
