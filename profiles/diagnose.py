@@ -108,7 +108,8 @@ def advise(m: Measurements, v: str, bottleneck: str | None) -> list[Advice]:
     s = m.setup
     if v == "not":
         return [Advice("MIXED_PRECISION=1", "input keeps up with the model: speed up the step itself "
-                       "(train.mixed_precision, a larger BATCH=, a faster device) before touching the pipeline")]
+                       "(train.mixed_precision, a larger BATCH=, a faster device) before touching the pipeline"),
+                *_for_host(m)]
     out: list[Advice] = []
     if not s.prefetch:
         out.append(Advice("pipeline.prefetch=true pipeline.prefetch_buffer=-1",

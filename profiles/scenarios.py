@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -134,18 +135,40 @@ def prefixes(dataset: Dataset, split: str, options: PipelineOptions, built: Buil
 
 
 def time_prefixes(prefix_list: list[Prefix], plan: Plan) -> list[StageRate]:
-    """Examples/s of each prefix (median of ``reps`` windows of ``stage_batches`` batches)."""
-    filled: set[int] = set()
-    rates = []
+    """Examples/s of each prefix: the median of ``reps`` windows of ``stage_batches`` batches.
+
+    Windows are taken round-robin (prefix 1, 2, ..., then again) so that a change in the
+    machine's load while measuring falls on every prefix alike instead of on the last ones.
+    """
+    _fill_caches(prefix_list)
+    iterators, firsts = [], []
     for p in prefix_list:
-        if p.fill is not None and id(p.fill) not in filled:
-            t0 = time.perf_counter()
-            for _ in p.fill.batch(1024):  # one pass completes the cache; later prefixes share it
-                pass
-            filled.add(id(p.fill))
-            log.info("filled the cache in %.1f s", time.perf_counter() - t0)
-        r = timing.measure(lambda p=p: iter(p.dataset), elements=plan.stage_batches, reps=plan.reps, warmup=1,
-                           size_of=batch_examples)
-        log.info("prefix %-10s %9.0f examples/s (first batch %.2f s)", f"+{p.name}", r.median, r.first_s)
-        rates.append(StageRate(name=p.name, examples_per_s=r.median, first_s=r.first_s))
+        it = iter(p.dataset)
+        t0 = time.perf_counter()
+        next(it)
+        firsts.append(time.perf_counter() - t0)
+        timing.window(it, elements=plan.stage_batches)  # warm-up: buffers fill, AUTOTUNE settles
+        iterators.append(it)
+    windows: list[list[float]] = [[] for _ in prefix_list]
+    for _ in range(plan.reps):
+        for i, it in enumerate(iterators):
+            windows[i].append(timing.window(it, elements=plan.stage_batches, size_of=batch_examples))
+    rates = []
+    for p, first, w in zip(prefix_list, firsts, windows, strict=True):
+        rate = statistics.median(w)
+        log.info("prefix %-12s %9.0f examples/s (first batch %.2f s)", f"+{p.name}", rate, first)
+        rates.append(StageRate(name=p.name, examples_per_s=rate, first_s=first))
     return rates
+
+
+def _fill_caches(prefix_list: list[Prefix]) -> None:
+    """One pass over each cache stage completes it; every prefix built on it then reads it warm."""
+    done: set[int] = set()
+    for p in prefix_list:
+        if p.fill is None or id(p.fill) in done:
+            continue
+        t0 = time.perf_counter()
+        for _ in p.fill.batch(1024):
+            pass
+        done.add(id(p.fill))
+        log.info("filled the cache in %.1f s (the first epoch is not in the prefix figures)", time.perf_counter() - t0)

@@ -1,0 +1,125 @@
+"""``profiles.diagnose`` with made-up measurements: verdict classes, stage costs, advice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from profiles.diagnose import diagnose, stage_costs, verdict
+from profiles.measurements import Measurements, Setup, StageRate
+
+OPTIMIZED = Setup(files=8, parsed_split_mb=100.0, available_ram_mb=16000.0, cpu_count=2)
+NAIVE = Setup(preset="naive", files=8, interleave=False, read_parallelism=1, map_parallelism=1, vectorize=False,
+              cache=False, prefetch=False, parsed_split_mb=100.0, available_ram_mb=16000.0, decodes_images=True,
+              has_augment=True, cpu_count=2)
+
+
+def rates(**per_stage: float) -> tuple[StageRate, ...]:
+    """Prefix rates from the seconds per example each stage adds, in the order given."""
+    out, t = [], 0.0
+    for name, added in per_stage.items():
+        t += added
+        out.append(StageRate(name=name, examples_per_s=1.0 / t))
+    return tuple(out)
+
+
+def make(setup: Setup = OPTIMIZED, *, wait: float, compute: float = 0.010, alone: float | None = None,
+         input_rate: float = 10_000.0, stages: tuple[StageRate, ...] = ()) -> Measurements:
+    return Measurements(setup=setup, input_examples_per_s=input_rate, input_first_batch_s=0.5,
+                        compute_step_s=compute if alone is None else alone, wait_s=wait, compute_s=compute,
+                        step_waits=(wait,) * 3, step_computes=(compute,) * 3, stages=stages)
+
+
+@pytest.mark.parametrize("fraction, expected", [
+    (0.0, "not"), (0.049, "not"), (0.05, "moderately"), (0.199, "moderately"), (0.20, "highly"), (0.9, "highly"),
+])
+def test_verdict_classes_match_tensorboards(fraction, expected):
+    assert verdict(fraction) == expected
+
+
+def test_fraction_and_speedup():
+    d = diagnose(make(wait=0.030, compute=0.010))  # 40 ms per step, 10 of them compute
+    assert d.input_fraction == pytest.approx(0.75)
+    assert d.verdict == "highly"
+    assert d.speedup_if_input_free == pytest.approx(4.0)
+    assert "highly input-bound" in d.summary and "4.00x" in d.summary
+
+
+def test_not_input_bound_advises_the_model_not_the_pipeline():
+    d = diagnose(make(wait=0.0001, compute=0.010))
+    assert d.verdict == "not"
+    assert [a.setting for a in d.advice] == ["MIXED_PRECISION=1"]
+
+
+def test_costliest_stage_is_the_largest_marginal_cost():
+    m = make(NAIVE, wait=0.02, stages=rates(read=1e-5, parse=5e-4, shuffle=1e-6, augment=2e-5, preprocess=1e-5,
+                                             batch=1e-6))
+    d = diagnose(m)
+    assert d.bottleneck == "parse"
+    assert [c.name for c in d.stage_costs] == ["read", "parse", "shuffle", "augment", "preprocess", "batch"]
+    assert d.stage_costs[1].s_per_example == pytest.approx(5e-4)
+    assert sum(c.share for c in d.stage_costs) == pytest.approx(1.0)
+
+
+def test_a_faster_prefix_costs_nothing_rather_than_negative():
+    stages = (StageRate(name="read", examples_per_s=100.0), StageRate(name="prefetch", examples_per_s=400.0))
+    costs = stage_costs(make(NAIVE, wait=0.01, stages=stages))
+    assert costs[1].s_per_example == 0.0
+
+
+def test_stages_before_a_warm_cache_are_first_epoch_only():
+    # parse is slow but cached: in the steady state, augment is what costs.
+    stages = tuple(StageRate(name=n, examples_per_s=r) for n, r in
+                   [("read", 1e5), ("parse", 1e3), ("cache", 1e5), ("augment", 1 / 5.1e-4), ("preprocess", 1 / 5.2e-4)])
+    d = diagnose(make(OPTIMIZED, wait=0.02, stages=stages))
+    assert [c.every_epoch for c in d.stage_costs] == [False, False, True, True, True]
+    assert d.stage_costs[2].s_per_example == pytest.approx(1e-5)  # reading the cache costs its whole time
+    assert d.bottleneck == "augment"
+
+
+def test_naive_parse_bottleneck_advice_names_keys_and_the_cache_size():
+    m = make(NAIVE, wait=0.05, stages=rates(read=1e-5, parse=1e-3, augment=1e-5, batch=1e-6))
+    settings = {a.setting: a.why for a in diagnose(m).advice}
+    assert "pipeline.prefetch=true pipeline.prefetch_buffer=-1" in settings
+    assert "pipeline.map_parallelism=-1" in settings
+    assert "pipeline.vectorize=true" in settings
+    assert "100 MiB" in settings["pipeline.cache=true"]
+    assert "PIPELINE=dali" in settings
+
+
+def test_no_cache_advice_when_the_split_does_not_fit():
+    big = dataclasses.replace(NAIVE, parsed_split_mb=50_000.0)
+    m = make(big, wait=0.05, stages=rates(read=1e-5, parse=1e-3))
+    assert "pipeline.cache=true" not in {a.setting for a in diagnose(m).advice}
+
+
+def test_read_bottleneck_with_fewer_files_than_parallel_reads_asks_for_shards():
+    few = dataclasses.replace(OPTIMIZED, files=1, cycle_length=4, cache=False, parsed_split_mb=None)
+    d = diagnose(make(few, wait=0.05, stages=rates(read=1e-3, parse=1e-5)))
+    assert d.bottleneck == "read"
+    assert "SHARDS=4" in [a.setting for a in d.advice]
+
+
+def test_parallel_pipeline_that_cannot_keep_up_asks_for_data_service_workers():
+    m = make(OPTIMIZED, wait=0.03, compute=0.010, input_rate=2_000.0,
+             stages=rates(read=1e-5, parse=1e-5, augment=4e-4))
+    advice = {a.setting: a.why for a in diagnose(m).advice}
+    service = next(k for k in advice if k.startswith("DATA_SERVICE=grpc://"))
+    assert "WORKERS=4" in advice[service]  # the model takes 6400 examples/s, the host gives 2000
+
+
+def test_cpu_contention_suggests_offloading_even_when_not_input_bound():
+    m = make(OPTIMIZED, wait=0.0001, compute=0.020, alone=0.010)
+    d = diagnose(m)
+    assert d.verdict == "not"
+    assert any(a.setting.startswith("DATA_SERVICE=") and "competes" in a.why for a in d.advice)
+
+
+def test_measurements_round_trip_and_reject_impossible_values():
+    m = make(NAIVE, wait=0.01, stages=rates(read=1e-4))
+    assert Measurements.from_dict(m.as_dict()) == m
+    with pytest.raises(ValueError, match="compute_step_s"):
+        dataclasses.replace(m, compute_step_s=0.0)
+    with pytest.raises(ValueError, match="examples_per_s"):
+        StageRate(name="read", examples_per_s=0.0)

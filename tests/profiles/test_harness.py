@@ -1,0 +1,82 @@
+"""The whole harness on tiny data: planted bottlenecks are named, verdicts, trace, report files.
+
+Assertions are about which stage and which verdict class, never about absolute timings.
+Planted delays (10 ms per example, a batch of 8) dwarf every other stage even on a loaded
+2-core machine; step counts are small so each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tensorflow as tf
+from tensorboard_plugin_profile.convert import raw_to_tool_data
+
+from ingest.datasets import REGISTRY
+from profiles import harness
+from tests.profiles.planted import HeavyShapes, planted
+from training import config as run_config
+
+QUICK = "profile.steps=6 profile.reps=3 profile.warmup_steps=2 profile.stage_batches=3"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def runtime_with_two_devices():
+    """Start TensorFlow's runtime now, with conftest's two CPU devices.
+
+    A one_device backend asks for one device; if it were the first to touch TensorFlow,
+    that request would win and later mirrored runs would find a single device.
+    """
+    assert len(tf.config.list_logical_devices("CPU")) == 2
+
+
+def config(tmp_path, items: list[str], sets: str = "profile.trace_steps=0"):
+    return run_config.from_args(items, [f"train.runs_dir={tmp_path / 'runs'} {QUICK} {sets}"])
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("planted"))
+
+
+@pytest.mark.parametrize("stage", ["read", "parse", "augment"])
+def test_planted_bottleneck_is_named(stage, planted_dir, tmp_path):
+    with REGISTRY.temporary("planted", planted(stage)):
+        cfg = config(tmp_path, ["DATASET=planted", f"DATA_DIR={planted_dir}", "PIPELINE=naive",
+                                "STRATEGY=one_device", "BATCH=8", f"RUN=planted-{stage}"],
+                     "profile.trace_steps=0 data.shuffle_buffer=16")
+        result = harness.profile(cfg)
+    assert result.diagnosis.bottleneck == stage, result.diagnosis.stage_costs
+    assert result.diagnosis.verdict == "highly"
+    assert any(a.setting == "pipeline.map_parallelism=-1" for a in result.diagnosis.advice) or stage == "read"
+
+
+def test_optimized_default_is_not_input_bound_and_its_trace_opens_in_tensorboard(shapes_dir, tmp_path):
+    cfg = config(tmp_path, [f"DATA_DIR={shapes_dir}", "RUN=opt"], "profile.trace_steps=3 data.shuffle_buffer=256")
+    result = harness.profile(cfg)
+    assert result.diagnosis.verdict == "not", result.diagnosis.summary
+    # The trace: written under the run, readable by TensorBoard's profile plugin, one row per traced step.
+    xplanes = sorted((tmp_path / "runs" / "opt" / "profile" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(xplanes) == 1
+    data, _ = raw_to_tool_data.xspace_to_tool_data([str(xplanes[0])], "input_pipeline_analyzer^", {})
+    steps = json.loads(data)[0]["rows"]
+    assert [row["c"][0]["v"] for row in steps] == ["train 0", "train 1", "train 2"]
+    assert result.tensorboard is not None and result.tensorboard.steps == 3
+    # The report files.
+    body = json.loads((result.directory / "report.json").read_text())
+    assert body["diagnosis"]["verdict"] == "not" and body["config"]["pipeline"]["preset"] == "optimized"
+    assert "not input-bound" in (result.directory / "report.md").read_text()
+    assert (result.directory / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_naive_with_heavy_augmentation_is_input_bound_on_augment(shapes_dir, tmp_path):
+    with REGISTRY.temporary("shapes_heavy", HeavyShapes):
+        cfg = config(tmp_path, ["DATASET=shapes_heavy", f"DATA_DIR={shapes_dir}", "PIPELINE=naive", "RUN=heavy"],
+                     "profile.trace_steps=0 data.shuffle_buffer=256")
+        result = harness.profile(cfg)
+    assert result.diagnosis.verdict in ("moderately", "highly"), result.diagnosis.summary
+    assert result.diagnosis.bottleneck == "augment", result.diagnosis.stage_costs
+    settings = [a.setting for a in result.diagnosis.advice]
+    assert "pipeline.prefetch=true pipeline.prefetch_buffer=-1" in settings
+    assert "pipeline.map_parallelism=-1" in settings
