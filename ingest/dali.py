@@ -10,7 +10,9 @@ process when there is no GPU); with a GPU, decoding is ``mixed`` and the rest ru
 The batches match the tf.data path's: ``{"image": float32 [B, S, S, 3] normalized with
 dataset_info's mean and std, "label": int64 [B], "id": int64 [B]}``. Evaluation
 (``repeat=False``) pads DALI's last batch and drops the padding, so it reads each example
-once. If the TensorFlow plugin cannot be imported, batches come from DALI's own Python
+once. The DALI pipeline is built with ``enable_checkpointing``, so the controller's
+``tf.train.Checkpoint(iterator=...)`` saves and restores the reader's position exactly. If
+the TensorFlow plugin cannot be imported, batches come from DALI's own Python
 API through ``tf.data.Dataset.from_generator`` instead (slower: one copy per batch).
 
 Where it runs: :func:`build` on the host at build time; the DALI pipeline in DALI's own
@@ -114,7 +116,8 @@ def make_pipeline(plan: Plan, *, gpu: bool, pad_last_batch: bool):
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali import tfrecord as tfrec
 
-    @pipeline_def(batch_size=plan.batch, num_threads=plan.threads, device_id=0 if gpu else None, seed=plan.seed + 1)
+    @pipeline_def(batch_size=plan.batch, num_threads=plan.threads, device_id=0 if gpu else None, seed=plan.seed + 1,
+                  enable_checkpointing=True)
     def pipe():
         features = {plan.image_key: tfrec.FixedLenFeature((), tfrec.string, ""),
                     plan.label_key: tfrec.FixedLenFeature([1], tfrec.int64, -1),

@@ -58,6 +58,20 @@ def test_training_batches_have_the_training_format(shapes):
 
 
 @pytest.mark.timeout(120)
+def test_iterator_checkpoint_resumes_exactly(shapes, tmp_path):
+    def batches(it, n):
+        return [next(it)["id"].numpy().tolist() for _ in range(n)]
+
+    it = iter(_dali(shapes, "train", training=True, shuffle_buffer=64, repeat=True).dataset)
+    batches(it, 3)
+    path = tf.train.Checkpoint(iterator=it).save(str(tmp_path / "ckpt"))
+    want = batches(it, 3)
+    again = iter(_dali(shapes, "train", training=True, shuffle_buffer=64, repeat=True).dataset)
+    tf.train.Checkpoint(iterator=again).restore(path)
+    assert batches(again, 3) == want
+
+
+@pytest.mark.timeout(120)
 def test_python_bridge_without_the_plugin(shapes, monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali.plugin.tf", None)  # the plugin import now fails
     got = _dali(shapes, "validation")
