@@ -79,11 +79,12 @@ def read_intact(path: str, compression: str) -> tf.data.Dataset:
     return tfrecord.read_valid(path, compression)
 
 
-# tf.data errors that can come from damaged files (raised at iteration, naming no file).
-READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+# tf.data errors that can come from damaged files (raised at iteration, naming no file). A
+# UnicodeDecodeError is what TensorFlow raises when its error message quotes invalid UTF-8.
+READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError)
 
 
-def explain(error: tf.errors.OpError, dataset, files: Iterable[str]) -> CorruptDataError:
+def explain(error: Exception, dataset, files: Iterable[str]) -> CorruptDataError:
     """A :class:`CorruptDataError` naming the first damaged file behind a tf.data ``error``.
 
     TFRecord files are scanned record by record; other formats are read and parsed one file
@@ -95,7 +96,8 @@ def explain(error: tf.errors.OpError, dataset, files: Iterable[str]) -> CorruptD
         problem = _problem(dataset, path)
         if problem:
             return CorruptDataError(f"{path} is corrupt ({problem}); {advice}")
-    return CorruptDataError(f"reading dataset {dataset.name!r} failed ({error.message.splitlines()[0]}) but no single "
+    message = (getattr(error, "message", None) or str(error)).splitlines()[0]
+    return CorruptDataError(f"reading dataset {dataset.name!r} failed ({message}) but no single "
                             f"file reproduces it: check the files under {dataset.root} and the dataset's parse()")
 
 
@@ -108,4 +110,6 @@ def _problem(dataset, path: str) -> str:
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.OutOfRangeError,
             tf.errors.InternalError, tf.errors.UnknownError) as err:
         return err.message.splitlines()[0][:300]
+    except UnicodeDecodeError:
+        return "bytes that are not valid UTF-8 where text was expected"
     return ""

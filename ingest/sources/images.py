@@ -39,3 +39,12 @@ def decode(jpeg: tf.Tensor, size: int) -> tf.Tensor:
     image = tf.io.decode_jpeg(jpeg, channels=3)
     image = tf.image.resize(image, [size, size], antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def check(path: str) -> str:
+    """'' when ``path`` decodes as a JPEG, else the decoder's complaint (names the bad file)."""
+    try:
+        tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:
+        return err.message.splitlines()[0][:200]
+    return ""

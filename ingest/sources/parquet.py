@@ -54,9 +54,13 @@ def read_pyarrow(path: tf.Tensor | str, columns: Mapping[str, tf.DType], batch_r
     spec = {name: tf.TensorSpec([None], dtype) for name, dtype in columns.items()}
 
     def batches(name: bytes):
-        with pq.ParquetFile(name.decode()) as f:
-            for batch in f.iter_batches(batch_size=batch_rows, columns=list(columns)):
-                yield {name: np.asarray(batch.column(name).to_numpy()) for name in columns}
+        path = name.decode()
+        try:
+            with pq.ParquetFile(path) as f:
+                for batch in f.iter_batches(batch_size=batch_rows, columns=list(columns)):
+                    yield {c: np.asarray(batch.column(c).to_numpy()) for c in columns}
+        except (OSError, pa.ArrowException) as err:  # surfaces in tf.data as an error naming the file
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from None
 
     return tf.data.Dataset.from_generator(batches, args=(path,), output_signature=spec).unbatch()
 
