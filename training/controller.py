@@ -154,6 +154,7 @@ class _Loop:
         self.sigterm = _Sigterm()
         self.writer = tf.summary.create_file_writer(str(config.run_dir / "tensorboard")) if backend.is_chief else None
         self.evals: list[dict[str, Any]] = []
+        self.losses: list[float] = []  # this run's per-step losses (repeatability checks)
         self.ids_file = None
         if config.train.record_ids:
             ids_dir = config.run_dir / "ids"
@@ -187,6 +188,7 @@ class _Loop:
                 raise FloatingPointError(f"loss became {loss} at step {int(self.step)}; lower LR= or check the data")
             self.times.wait.append(t1 - t0)
             self.times.compute.append(t2 - t1)
+            self.losses.append(loss)
             self.step.assign_add(1)
             s = int(self.step)
             if self.ids_file is not None and "id" in batch:
@@ -250,7 +252,7 @@ class _Loop:
             "dataset": self.dataset.name, "strategy": self.config.strategy.name,
             "replicas": self.backend.num_replicas, "workers": self.backend.topology.workers,
             "steps": int(self.step), "steps_this_run": steps_run, "resumed_from_step": start_step,
-            "final_loss": loss, "eval": final_eval, "evals": self.evals,
+            "final_loss": loss, "loss_per_step": self.losses, "eval": final_eval, "evals": self.evals,
             "examples_per_sec": (steps_run - 1) * self.config.train.batch_size / steady if steady else None,
             "input_wait_fraction": self.times.fraction(),
             "input_wait_per_step": [round(w / (w + c), 4) if w + c else 0.0
