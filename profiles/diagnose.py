@@ -15,6 +15,7 @@ from typing import Any
 from profiles.measurements import Measurements, Setup
 
 MODERATE, HIGH = 0.05, 0.20  # TensorBoard's input_pipeline_analyzer thresholds
+SECONDARY = 0.25  # a stage with this share of the steady time per example gets advice too
 CONTENTION = 1.3  # end-to-end compute this much slower than compute-only: the pipeline steals the model's CPU
 VERDICTS = {"not": "not input-bound", "moderately": "moderately input-bound", "highly": "highly input-bound"}
 SERVICE = "DATA_SERVICE=grpc://<dispatcher>:5050"
@@ -44,7 +45,7 @@ class Diagnosis:
 
     input_fraction: float  # end-to-end input wait / step time
     verdict: str  # not | moderately | highly
-    speedup_if_input_free: float  # end-to-end step time / compute-only step time
+    speedup_if_input_free: float  # end-to-end step time / compute-only step time (at least 1: below is noise)
     input_vs_compute: float  # input-only examples/s over compute-only examples/s (>1: input can keep up)
     bottleneck: str | None  # the costliest stage paid every epoch (None without prefix timings)
     stage_costs: tuple[StageCost, ...]
@@ -97,14 +98,21 @@ def diagnose(m: Measurements) -> Diagnosis:
     bottleneck = max(steady, key=lambda c: c.s_per_example).name if steady else None
     v = verdict(fraction)
     return Diagnosis(
-        input_fraction=fraction, verdict=v, speedup_if_input_free=m.step_s / m.compute_step_s,
+        input_fraction=fraction, verdict=v, speedup_if_input_free=max(1.0, m.step_s / m.compute_step_s),
         input_vs_compute=m.input_examples_per_s / m.compute_examples_per_s, bottleneck=bottleneck,
-        stage_costs=costs, advice=tuple(advise(m, v, bottleneck)),
+        stage_costs=costs, advice=tuple(advise(m, v, _costly(costs, bottleneck))),
     )
 
 
-def advise(m: Measurements, v: str, bottleneck: str | None) -> list[Advice]:
-    """Settings to try, most specific first; a note on the model when input keeps up."""
+def _costly(costs: tuple[StageCost, ...], bottleneck: str | None) -> list[str]:
+    """The costliest stage first, then every other stage taking at least ``SECONDARY`` of the steady time."""
+    rest = sorted((c for c in costs if c.every_epoch and c.name != bottleneck and c.share >= SECONDARY),
+                  key=lambda c: -c.share)
+    return ([bottleneck] if bottleneck else []) + [c.name for c in rest]
+
+
+def advise(m: Measurements, v: str, costly: list[str]) -> list[Advice]:
+    """Settings to try for the ``costly`` stages (costliest first); a note on the model when input keeps up."""
     s = m.setup
     if v == "not":
         return [Advice("MIXED_PRECISION=1", "input keeps up with the model: speed up the step itself "
@@ -114,7 +122,8 @@ def advise(m: Measurements, v: str, bottleneck: str | None) -> list[Advice]:
     if not s.prefetch:
         out.append(Advice("pipeline.prefetch=true pipeline.prefetch_buffer=-1",
                           "no prefetch: input and compute take turns; prefetch overlaps them"))
-    out += _for_stage(s, bottleneck)
+    for stage in costly:
+        out += _for_stage(s, stage)
     out += _for_host(m)
     unique: dict[str, Advice] = {}
     for a in out:

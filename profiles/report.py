@@ -66,7 +66,7 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
     ]
     if tb:
         lines.append(f"| TensorBoard's analyzer ({tb.steps} traced steps) | {tb.input_percent:.1f}% input: "
-                     f"{tb.conclusion.split(' because')[0]} |")
+                     f"{tb.conclusion} |")
     lines += ["", "## Stages", "", "Each row times the pipeline cut after that stage; *adds* is what the stage "
               "adds per 1000 examples.", "", "| + stage | examples/s | adds | share of steady time |",
               "| --- | ---: | ---: | ---: |"]

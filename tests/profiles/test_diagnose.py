@@ -123,3 +123,15 @@ def test_measurements_round_trip_and_reject_impossible_values():
         dataclasses.replace(m, compute_step_s=0.0)
     with pytest.raises(ValueError, match="examples_per_s"):
         StageRate(name="read", examples_per_s=0.0)
+
+
+def test_a_second_costly_stage_gets_advice_too():
+    # preprocess costs most, parse nearly as much: both get their advice, preprocess's first.
+    m = make(NAIVE, wait=0.05, stages=rates(read=1e-5, parse=4e-4, augment=1e-5, preprocess=5e-4))
+    settings = [a.setting for a in diagnose(m).advice]
+    assert settings.index("pipeline.map_parallelism=-1") < settings.index("pipeline.vectorize=true")
+    assert "pipeline.cache=true" in settings
+
+
+def test_speedup_is_never_below_one():
+    assert diagnose(make(wait=0.0, compute=0.010, alone=0.012)).speedup_if_input_free == 1.0
