@@ -20,7 +20,7 @@ import tensorflow as tf
 # while splits are in flight (a test-only op that runs on the workers, unlike a py_function).
 from tensorflow.python.data.experimental.ops import testing as tf_data_testing  # private API: tests only
 
-from ingest import pipeline, service
+from ingest import datasets, pipeline, service
 from ingest.dataset import Dataset
 from ingest.options import DataOptions, PipelineOptions
 from ingest.sources import tfrecord
@@ -89,13 +89,20 @@ def _tally(seen: list[int]) -> tuple[set[int], list[int], set[int]]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_dynamic_epoch_exactly_once(ids_dataset, cluster):
+@pytest.mark.timeout(150)
+def test_dynamic_epoch_exactly_once(ids_dataset, cluster, shapes_dir):
     seen: list[int] = []
     _read(_epoch(ids_dataset, cluster), seen)
     lost, dup, _ = _tally(seen)
     assert not lost and not dup, f"lost {sorted(lost)}, duplicated {dup}"
     assert len(seen) == TOTAL
+    # The training pipeline (shuffle, cache, repeat, augment, normalize) on the workers:
+    # two epochs' worth of batches hold every one of the 256 examples exactly twice.
+    shapes = datasets.get(DataOptions(name="shapes", data_dir=shapes_dir, image_size=32))
+    opts = PipelineOptions(preset="optimized", data_service=cluster.spec.address, service_timeout_s=60)
+    built = pipeline.build(shapes, "train", opts, batch_size=16, training=True, seed=0, shuffle_buffer=64)
+    counts = collections.Counter(int(i) for b in built.dataset.take(2 * 256 // 16) for i in b["id"])
+    assert sorted(counts) == list(range(256)) and set(counts.values()) == {2}
 
 
 @pytest.mark.slow
