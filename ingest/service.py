@@ -25,10 +25,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import tensorflow as tf
@@ -303,6 +304,50 @@ def _bounded(ds: tf.data.Dataset, *, timeout_s: float, where: str) -> Iterator:
             yield item
     finally:
         stop.set()
+
+
+# ---- measurement (for benchmarks) ---------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Throughput of one pipeline run locally and on local service workers."""
+
+    workers: int
+    local_examples_per_s: float
+    service_examples_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        """Service over local throughput (> 1: the service helped)."""
+        return self.service_examples_per_s / self.local_examples_per_s
+
+
+def _rate(ds: tf.data.Dataset, *, batches: int, warmup: int) -> float:
+    """Examples per second over ``batches`` batches after ``warmup`` (first batch apart)."""
+    it = iter(ds)
+    for _ in range(warmup):
+        next(it)
+    start, examples = time.perf_counter(), 0
+    for _ in range(batches):
+        examples += int(tf.nest.flatten(next(it))[0].shape[0])
+    return examples / (time.perf_counter() - start)
+
+
+def compare(make: Callable[[PipelineOptions], tf.data.Dataset], options: PipelineOptions, *, workers: int = 2,
+            batches: int = 50, warmup: int = 5, work_dir: str | None = None) -> Comparison:
+    """Examples/s of ``make(options)`` locally, then with ``workers`` service workers on 127.0.0.1.
+
+    ``make`` builds a repeated, batched dataset from pipeline options (e.g. a lambda around
+    ``ingest.pipeline.build(...).dataset``); it is called once without and once with
+    ``data_service`` set. On one host the workers share its cores with the client, so a ratio
+    near or below 1 is expected here; on other hosts the workers add their own cores.
+    """
+    local = _rate(make(dataclasses.replace(options, data_service="")), batches=batches, warmup=warmup)
+    spec = ClusterSpec(workers=workers, port=free_port(workers + 1),
+                       work_dir=work_dir or tempfile.mkdtemp(prefix="stoker-data-service-"))
+    with LocalCluster(spec, quiet=True) as cluster:
+        remote_options = dataclasses.replace(options, data_service=cluster.spec.address)
+        remote = _rate(make(remote_options), batches=batches, warmup=warmup)
+    return Comparison(workers, local, remote)
 
 
 # ---- command line ------------------------------------------------------------------------
