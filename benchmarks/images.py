@@ -39,13 +39,15 @@ def random_resized_crop(jpeg: tf.Tensor, seed: tf.Tensor, *, crop: int, fused: b
     else:
         image = tf.io.decode_jpeg(jpeg, channels=3)
         image = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
-    image = tf.image.resize(image, [crop, crop], method="bilinear")
-    return tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+    # Flip the uint8 window before resizing: the same result as flipping after, on a quarter of the bytes.
+    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+    return tf.image.resize(image, [crop, crop], method="bilinear")
 
 
 def normalize(image: tf.Tensor, mean: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
-    """float 0..255 to (x / 255 - mean) / std per channel."""
-    return (image / 255.0 - mean) / std
+    """float 0..255 to (x / 255 - mean) / std per channel, as one multiply and one add."""
+    scale = 1.0 / (255.0 * std)
+    return image * scale - mean / std
 
 
 class ImagenetShapes(Shapes):
@@ -107,5 +109,5 @@ class PixelShapes(ImagenetShapes):
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
         image = example["image"]
         y, x, h, w = tf.unstack(crop_window(tf.shape(image), seeds[0]))
-        image = tf.image.resize(image[y:y + h, x:x + w], [self.crop, self.crop], method="bilinear")
-        return dict(example, image=tf.image.stateless_random_flip_left_right(image, seed=seeds[1]))
+        image = tf.image.stateless_random_flip_left_right(image[y:y + h, x:x + w], seed=seeds[1])
+        return dict(example, image=tf.image.resize(image, [self.crop, self.crop], method="bilinear"))

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from benchmarks import data, rates
 from benchmarks.config import BenchConfig
-from benchmarks.images import FEATURES, ImagenetShapes, normalize
+from benchmarks.images import FEATURES, ImagenetShapes
 from benchmarks.runner import SuiteResult, Target, row
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
@@ -65,7 +65,7 @@ def plain_tf_data(cfg: BenchConfig, dataset: ImagenetShapes):
             area_range=(0.08, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
         image = tf.image.resize(tf.slice(image, begin, size), [cfg.crop, cfg.crop])
         image = tf.image.random_flip_left_right(image)
-        return normalize(image, mean, std), ex["label"]
+        return (image / 255.0 - mean) / std, ex["label"]
 
     ds = (tf.data.TFRecordDataset(dataset.files("train")).shuffle(cfg.shuffle_buffer).repeat()
           .map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(cfg.batch, drop_remainder=True)
