@@ -175,8 +175,9 @@ class LocalCluster:
         """Start the dispatcher, then every worker."""
         warn_exposure([self.spec.port] + [self.spec.worker_port(i) for i in range(self.spec.workers)])
         self.start_dispatcher()
-        for i in range(self.spec.workers):
-            self.start_worker(i)
+        self.workers = [self._spawn("worker", i) for i in range(self.spec.workers)]  # start together
+        for i, proc in enumerate(self.workers):
+            wait_listening(self.spec.worker_port(i), proc=proc)
         return self
 
     def stop(self) -> None:
