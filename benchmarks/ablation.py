@@ -110,17 +110,20 @@ def fixes(cfg: BenchConfig, base) -> list[tuple[str, Dataset, PipelineOptions, T
 def click_rows(cfg: BenchConfig) -> tuple[list[dict], float]:
     """Per-example vs batched parse on ``clicks``: whole pipelines, then the parse stage alone."""
     dataset = data.clicks(cfg)
+    arrow = type(dataset)(dataclasses.replace(dataset.options, parquet_reader="pyarrow"))
     window = cfg.clicks_window_batches
     variants = [
-        ("per-example parse (naive)", NAIVE),
-        ("batched parse (naive + vectorize)", dataclasses.replace(NAIVE, vectorize=True)),
-        ("optimized, per-example parse", PipelineOptions(preset="optimized", vectorize=False, cache=False)),
-        ("optimized, batched parse", PipelineOptions(preset="optimized", cache=False)),
-        ("optimized (with cache)", PipelineOptions(preset="optimized")),
+        ("per-example parse (naive)", dataset, NAIVE),
+        ("batched parse (naive + vectorize)", dataset, dataclasses.replace(NAIVE, vectorize=True)),
+        ("optimized, per-example parse", dataset, PipelineOptions(preset="optimized", vectorize=False, cache=False)),
+        ("optimized, batched parse", dataset, PipelineOptions(preset="optimized", cache=False)),
+        ("optimized (with cache)", dataset, PipelineOptions(preset="optimized")),
+        ("per-example parse, pyarrow reader", arrow, NAIVE),
+        ("batched parse, pyarrow reader", arrow, dataclasses.replace(NAIVE, vectorize=True)),
     ]
     rows, first = [], 0.0
-    for name, options in variants:
-        tp = pipeline_rate(dataset, options, cfg, window=window)
+    for name, source, options in variants:
+        tp = pipeline_rate(source, options, cfg, window=window)
         first = first or tp.median
         rows.append(row("clicks", name, tp, unit="examples/s", x_naive=rates.ratio(tp.median, first)))
     one, many = parse_stage_rates(cfg, dataset)
