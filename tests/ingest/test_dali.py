@@ -14,6 +14,7 @@ from stoker.errors import DataError
 
 pytest.importorskip("nvidia.dali")
 BATCH = 16
+EVAL_BATCH = 24  # 64 validation examples: two full batches and one DALI pads with 8 repeats
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +33,13 @@ def _dali(shapes, split: str, **kw) -> pipeline.Built:
 
 @pytest.mark.timeout(120)
 def test_evaluation_matches_the_tf_data_path(shapes):
-    ref = pipeline.build(shapes, "validation", PipelineOptions(preset="optimized"), None, batch_size=BATCH,
+    ref = pipeline.build(shapes, "validation", PipelineOptions(preset="optimized"), None, batch_size=EVAL_BATCH,
                          training=False, repeat=False)
-    got = _dali(shapes, "validation")
+    got = _dali(shapes, "validation", batch_size=EVAL_BATCH)
     assert got.dataset.element_spec == ref.dataset.element_spec
     want, have = _by_id(ref.dataset), _by_id(got.dataset)
-    assert sorted(have) == sorted(want) == list(range(64))  # every example once, padding dropped
+    ids = [int(i) for b in got.dataset for i in b["id"]]
+    assert sorted(ids) == sorted(want) == list(range(64))  # every example once, padding dropped
     labels = _by_id(got.dataset, "label")
     assert all(int(labels[i]) == i % 4 for i in labels)
     diff = np.stack([np.abs(have[i] - want[i]) for i in want])
