@@ -23,14 +23,22 @@ def _logits(num_classes: int) -> keras.layers.Layer:
 
 @MODELS.register("shapes_cnn")
 def shapes_cnn(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Three conv blocks and a dense head: about 60k parameters; > 95% on shapes in 3 epochs."""
+    """Four conv blocks, max pooling and a dense head on the flattened map (~130k parameters at 64 px).
+
+    Flattening keeps where features are, which telling a cross from a square needs; global
+    average pooling here sat at chance for epochs before it learned. No batch norm: its
+    per-replica statistics would make backends differ and REMAT update them twice.
+    """
     return keras.Sequential([
         keras.layers.InputLayer(input_shape),
         keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
         keras.layers.Dense(64, activation="relu"),
         _logits(num_classes),
     ], name="shapes_cnn")
