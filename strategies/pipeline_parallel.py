@@ -97,16 +97,14 @@ class Pipeline(Backend):
         self._input_spec = tf.TensorSpec([x.shape[0] // self.options.microbatches, *x.shape[1:]], x.dtype)
         xs = tf.split(x, self.options.microbatches)
         ys = tf.split(y, self.options.microbatches)
-        tapes, inputs, outputs, losses = [], [], [], []
-        for xm, ym in zip(xs, ys, strict=True):  # all forwards
-            t, i, o, loss = self._forward(stages, xm, ym, loss_fn)
-            tapes.append(t), inputs.append(i), outputs.append(o), losses.append(loss)
+        forwards = [self._forward(stages, xm, ym, loss_fn) for xm, ym in zip(xs, ys, strict=True)]  # all forwards
         grads = [[tf.zeros_like(v) for v in s.variables] for s in stages]
-        for m in range(len(xs)):  # all backwards
-            self._backward(stages, tapes[m], inputs[m], outputs[m], losses[m], grads)
+        for tapes, inputs, outputs, loss in forwards:  # then all backwards
+            self._backward(stages, tapes, inputs, outputs, loss, grads)
         flat = {id(v): g for s, gs in zip(stages, grads, strict=True) for v, g in zip(s.variables, gs, strict=True)}
-        logits = tf.concat([o[-1] for o in outputs], axis=0)
-        return tf.add_n(losses), logits, [flat[id(v)] for v in model.trainable_variables]
+        logits = tf.concat([outputs[-1] for _, _, outputs, _ in forwards], axis=0)
+        loss = tf.add_n([loss for *_, loss in forwards])
+        return loss, logits, [flat[id(v)] for v in model.trainable_variables]
 
     def _forward(self, stages: list[Stage], x: tf.Tensor, y: tf.Tensor, loss_fn):
         """Replica: one micro-batch through every stage, each under its device and its own tape."""
@@ -120,7 +118,8 @@ class Pipeline(Backend):
                 h = stage(h)
                 if k == len(stages) - 1:
                     loss = loss_fn(y, h)
-            tapes.append(tape), outputs.append(h)
+            tapes.append(tape)
+            outputs.append(h)
         return tapes, inputs, outputs, loss
 
     def _backward(self, stages: list[Stage], tapes, inputs, outputs, loss: tf.Tensor,
@@ -135,7 +134,7 @@ class Pipeline(Backend):
                 if k:
                     dh, got = got[0], got[1:]
                     target = outputs[k - 1]
-                grads[k] = [a + b for a, b in zip(grads[k], got, strict=True)]
+                grads[k] = [a if b is None else a + b for a, b in zip(grads[k], got, strict=True)]
 
     def extra_metrics(self) -> dict[str, Any]:
         """The schedule's bubble fraction and each stage's measured forward+backward time."""

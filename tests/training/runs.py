@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,11 +35,29 @@ def command(runs_dir: Path, run: str, items: list[str], sets: list[str]) -> list
 
 def train(runs_dir: Path, run: str, items: list[str], sets: list[str], *, timeout: float) -> dict:
     """Run to completion within ``timeout`` seconds; returns metrics.json (fails with the output)."""
-    proc = subprocess.run(command(runs_dir, run, items, sets), env=env(), cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
-    if proc.returncode:
-        raise AssertionError(f"run {run} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return json.loads((runs_dir / run / "metrics.json").read_text())
+    return train_all(runs_dir, {run: items}, sets, timeout=timeout)[run]
+
+
+def train_all(runs_dir: Path, items: dict[str, list[str]], sets: list[str], *, timeout: float) -> dict[str, dict]:
+    """Run ``{run name: items}`` at the same time, each within ``timeout`` s; run name -> metrics.json."""
+    procs = {run: subprocess.Popen(command(runs_dir, run, i, sets), env=env(), cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+             for run, i in items.items()}
+    deadline = time.monotonic() + timeout
+    failed = []
+    try:
+        for run, proc in procs.items():
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            if proc.returncode:
+                failed.append(f"run {run} exited {proc.returncode}:\n{out[-4000:]}")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if failed:
+        raise AssertionError("\n".join(failed))
+    return {run: json.loads((runs_dir / run / "metrics.json").read_text()) for run in items}
 
 
 def id_lines(path: Path) -> list[tuple[int, list[int]]]:

@@ -37,13 +37,10 @@ LOSS_TOL, WEIGHT_REL_TOL, WEIGHT_ABS_TOL = 1e-5, 1e-3, 1e-6
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
-    """Every backend trained once: name -> (metrics, run dir)."""
+    """Every backend trained once, all at the same time: name -> (metrics, run dir)."""
     root = tmp_path_factory.mktemp("agree")
-    out = {}
-    for name, items in BACKENDS.items():
-        metrics = runs.train(root, name, ITEMS + items, SETS, timeout=240)
-        out[name] = (metrics, root / name)
-    return out
+    metrics = runs.train_all(root, {name: ITEMS + items for name, items in BACKENDS.items()}, SETS, timeout=480)
+    return {name: (m, root / name) for name, m in metrics.items()}
 
 
 def initial_weights(tmp: Path) -> dict[str, np.ndarray]:
