@@ -78,10 +78,9 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
     log.info("input-only: the pipeline alone (%d steps)", p.steps)
     inp = scenarios.input_only(built.dataset, plan)
     iterator = iter(built.dataset)
-    log.info("compute-only: one cached batch through the train step (%d steps)", p.steps)
-    compute_step = scenarios.compute_only(step, next(iterator), plan)
-    log.info("end-to-end: real steps, input wait and compute timed apart (%d steps)", p.steps)
-    waits, computes = scenarios.end_to_end(step, iterator, plan)
+    log.info("compute-only (one cached batch) and end-to-end (real steps), alternating windows (%d steps each)",
+             plan.reps * plan.per_rep)
+    times = scenarios.compute_and_end_to_end(step, iterator, plan)
     out_dir = config.run_dir / "profile"
     tb = _trace(step, iterator, p.trace_steps, out_dir)
     log.info("prefixes: each stage added in turn (%d batches x %d windows each)", p.stage_batches, p.reps)
@@ -90,8 +89,10 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
                            shuffle_buffer=config.data.shuffle_buffer), plan)
     m = Measurements(
         setup=_setup(config, dataset, built), input_examples_per_s=inp.median, input_first_batch_s=inp.first_s,
-        compute_step_s=compute_step, wait_s=sum(waits) / len(waits), compute_s=sum(computes) / len(computes),
-        step_waits=tuple(waits), step_computes=tuple(computes), stages=tuple(rates),
+        compute_step_s=times.compute_only_s, wait_s=scenarios.windowed_mean(times.waits, p.reps),
+        compute_s=scenarios.windowed_mean(times.computes, p.reps), step_waits=times.waits,
+        step_computes=times.computes,
+        stages=tuple(rates),
     )
     d = diagnose(m)
     report.write(out_dir, m, d, config=config, tensorboard=tb)

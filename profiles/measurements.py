@@ -71,8 +71,8 @@ class Measurements:
     input_examples_per_s: float  # input-only: the whole pipeline iterated alone
     input_first_batch_s: float  # input-only: time to the first batch (startup, kept apart)
     compute_step_s: float  # compute-only: one cached batch repeated through the train step
-    wait_s: float  # end-to-end: mean wait for the next batch per step
-    compute_s: float  # end-to-end: mean train step (after the batch arrived)
+    wait_s: float  # end-to-end: wait for the next batch per step (median over windows of the window mean)
+    compute_s: float  # end-to-end: train step after the batch arrived (median over windows of the window mean)
     step_waits: tuple[float, ...] = ()  # end-to-end, per timed step
     step_computes: tuple[float, ...] = ()
     stages: tuple[StageRate, ...] = ()  # prefixes in pipeline order

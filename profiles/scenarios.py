@@ -55,16 +55,49 @@ def batch_examples(batch: Any) -> int:
 
 
 def input_only(dataset: tf.data.Dataset, plan: Plan) -> timing.Throughput:
-    """Examples/s of the whole pipeline iterated alone; its warm-up fills the cache."""
+    """Examples/s of the whole pipeline iterated alone; its warm-up fills the cache (the first epoch)."""
     return timing.measure(lambda: iter(dataset), elements=plan.per_rep, reps=plan.reps,
                           warmup=plan.warmup_windows(), size_of=batch_examples)
 
 
-def compute_only(step: StepFn, batch: Batch, plan: Plan) -> float:
-    """Seconds per train step fed one cached batch over and over (the synthetic upper bound)."""
-    rate = timing.time_calls(lambda: step(batch), calls=plan.per_rep, reps=plan.reps,
-                             warmup=math.ceil(max(1, plan.warmup_steps) / plan.per_rep))
-    return 1.0 / rate.median
+@dataclasses.dataclass(frozen=True)
+class StepTimings:
+    """Compute-only windows around one contiguous end-to-end run."""
+
+    compute_only_s: float  # median over windows of the mean step time on one cached batch
+    waits: tuple[float, ...]  # end-to-end, per step: seconds waiting for the next batch
+    computes: tuple[float, ...]  # end-to-end, per step: seconds of the train step
+
+
+def compute_and_end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) -> StepTimings:
+    """Compute-only windows (one cached batch repeated) before and after the end-to-end steps.
+
+    Bracketing the end-to-end run means a change in the machine's load falls on both alike,
+    so their ratio (the speedup if input were free) is not an artefact of when each ran. The
+    end-to-end steps stay contiguous: after a pause the prefetch buffer would be full and
+    the first steps would wait for nothing.
+    """
+    cached = next(iterator)
+    for _ in range(max(1, plan.warmup_steps)):  # the first step compiles
+        step(cached)
+    windows = [_window_of_steps(step, cached, plan.per_rep) for _ in range(math.ceil(plan.reps / 2))]
+    waits, computes = end_to_end(step, iterator, plan)
+    windows += [_window_of_steps(step, cached, plan.per_rep) for _ in range(plan.reps // 2)]
+    return StepTimings(statistics.median(windows), tuple(waits), tuple(computes))
+
+
+def windowed_mean(values: tuple[float, ...] | list[float], reps: int) -> float:
+    """Median over ``reps`` contiguous windows of each window's mean: one hiccup moves one window only."""
+    n = max(1, len(values) // max(1, reps))
+    windows = [values[i:i + n] for i in range(0, len(values) - n + 1, n)] or [values]
+    return statistics.median(sum(w) / len(w) for w in windows)
+
+
+def _window_of_steps(step: StepFn, batch: Batch, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step(batch)
+    return (time.perf_counter() - t0) / n
 
 
 def end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) -> tuple[list[float], list[float]]:

@@ -135,3 +135,10 @@ def test_a_second_costly_stage_gets_advice_too():
 
 def test_speedup_is_never_below_one():
     assert diagnose(make(wait=0.0, compute=0.010, alone=0.012)).speedup_if_input_free == 1.0
+
+
+def test_windowed_mean_is_robust_to_one_hiccup():
+    from profiles.scenarios import windowed_mean
+
+    assert windowed_mean([1.0, 1.0, 1.0, 1.0, 1.0, 100.0], reps=3) == 1.0
+    assert windowed_mean([1.0, 3.0], reps=5) == 2.0  # fewer values than windows: one window
