@@ -38,9 +38,9 @@ def records(files: list[str], count: int) -> list[bytes]:
     return [r.numpy() for r in ds]
 
 
-def decode_rate(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True,
-                threads: int = 1) -> timing.Throughput:
-    """Examples/s of decode + crop + flip + normalize + batch over in-memory JPEGs on ``threads`` threads."""
+def decode_pipeline(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True,
+                    threads: int = 1) -> tf.data.Dataset:
+    """Decode + crop + flip + normalize + batch over in-memory JPEGs on ``threads`` threads."""
     jpegs = tf.io.parse_example(records(dataset.files("train"), cfg.ceiling_images), FEATURES)["image"]
     mean, std = dataset.moments()
 
@@ -49,7 +49,13 @@ def decode_rate(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True
         return normalize(image, mean, std)
 
     ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
-    ds = one_core(ds.map(work, num_parallel_calls=threads if threads > 1 else None).batch(cfg.batch), threads)
+    return one_core(ds.map(work, num_parallel_calls=threads if threads > 1 else None).batch(cfg.batch), threads)
+
+
+def decode_rate(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True,
+                threads: int = 1) -> timing.Throughput:
+    """Examples/s of :func:`decode_pipeline` (windows of ``cfg.ceiling_images`` examples)."""
+    ds = decode_pipeline(cfg, dataset, fused=fused, threads=threads)
     batches = max(1, cfg.ceiling_images // cfg.batch)
     return timing.measure(lambda: iter(ds), elements=batches, reps=cfg.reps, warmup=cfg.warmup,
                           size_of=lambda b: int(b.shape[0]))

@@ -24,7 +24,8 @@ class BenchConfig:
     batch: int = 64  # examples per batch everywhere
     image_examples: int = 8000  # train examples of shapes (naive epoch >= 10 s here)
     image_shards: int = 16  # TFRecord shards of shapes
-    window_batches: int = 24  # batches per timed window in the image suites
+    window_batches: int = 20  # batches per timed window in the image suites
+    rewarm_batches: int = 8  # untimed batches before each timed window (empty what filled while others ran)
     shuffle_buffer: int = 1024  # examples in every shuffle buffer (stoker and the loaders alike)
     clicks_rows: int = 200_000  # train rows of clicks
     clicks_window_batches: int = 300  # batches per timed window on clicks
@@ -47,8 +48,8 @@ class BenchConfig:
     def smoke(cls, **overrides: object) -> BenchConfig:
         """Tiny sizes for ``QUICK=1`` and the tests: every code path, seconds per suite."""
         small = dict(quick=True, data_dir="data/bench-quick", reps=2, warmup=1, image_examples=256, image_shards=4,
-                     window_batches=2, batch=16, shuffle_buffer=64, clicks_rows=4000, clicks_window_batches=10,
-                     ceiling_images=32)
+                     window_batches=3, rewarm_batches=4, batch=16, shuffle_buffer=64, clicks_rows=4000,
+                     clicks_window_batches=10, ceiling_images=32)
         return cls(**{**small, **overrides})
 
     def as_dict(self) -> dict[str, object]:

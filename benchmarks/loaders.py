@@ -3,8 +3,8 @@
 Rows: stoker ``optimized`` (``ingest.pipeline.build``); the plain tf.data pipeline a user
 writes (``TFRecordDataset -> shuffle -> map(AUTOTUNE) -> batch -> prefetch(AUTOTUNE)``,
 full decode then crop); the PyTorch ``DataLoader`` with ``num_workers`` = cores and PIL;
-a DALI CPU pipeline. stoker is measured first and again last; its ratio base is the mean
-of the two, so load drifting during the suite shows and does not favor either side.
+a DALI CPU pipeline. They are measured in turns (one timed window of each per round), so
+load from other work on the machine falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def dali(cfg: BenchConfig, dataset: ImagenetShapes):
 
 
 def loaders() -> tuple[Loader, ...]:
-    """The loaders in the order they run (stoker first and again last)."""
+    """The loaders, in the order each round measures them."""
     opt = PipelineOptions(preset="optimized")
     return (
         Loader("stoker optimized", stoker(opt), fills_cache=True),
@@ -103,41 +103,38 @@ def loaders() -> tuple[Loader, ...]:
         Loader("PyTorch DataLoader", pytorch),
         Loader("DALI CPU", dali),
         Loader("stoker optimized, no cache", stoker(dataclasses.replace(opt, cache=False))),
-        Loader("stoker optimized (again)", stoker(opt), fills_cache=True),
     )
 
 
-def measure(loader: Loader, cfg: BenchConfig, dataset: ImagenetShapes) -> dict[str, Any]:
-    """One loader's row: examples/s and the shape of its first batch."""
+def entry(loader: Loader, cfg: BenchConfig, dataset: ImagenetShapes, shapes: list) -> tuple:
+    """(make_iter, size_of, epoch) of one loader for :func:`rates.side_by_side`; records its batch shape."""
     make_iter, size_of, shape_of = loader.make(cfg, dataset)
-    shapes: list[list[int]] = []
 
     def count(batch: Any) -> int:
-        if not shapes:
+        if len(shapes) < 1:
             shapes.append(shape_of(batch))
         return size_of(batch)
 
-    epoch = (dataset.num_examples("train") or 0) if loader.fills_cache else 0
-    tp = rates.batches(make_iter, cfg, epoch_examples=epoch, size_of=count)
-    shape = shapes[0] if shapes else []
-    return row("loaders", loader.name, tp, unit="examples/s", batch_shape=shape)
+    return make_iter, count, (dataset.num_examples("train") or 0) if loader.fills_cache else 0
 
 
 def run(cfg: BenchConfig) -> SuiteResult:
-    """The loaders suite on the benchmark ``shapes`` files."""
+    """The loaders suite on the benchmark ``shapes`` files, measured in turns."""
     if cfg.dataset:
         note = f"the loaders suite compares image loaders on shapes; skipped for {cfg.dataset}"
         return SuiteResult("loaders", (), notes=(note,))
     dataset = ImagenetShapes(data.shapes(cfg).options, crop=cfg.crop)
-    rows = [measure(loader, cfg, dataset) for loader in loaders()]
-    ours = [r["median"] for r in rows if r["name"] in ("stoker optimized", "stoker optimized (again)")]
-    base = sum(ours) / len(ours)
-    for r in rows:
-        r["stoker_over_this"] = rates.ratio(base, r["median"])
+    chosen = loaders()
+    shapes: list[list] = [[] for _ in chosen]
+    measured = rates.side_by_side([entry(ld, cfg, dataset, s) for ld, s in zip(chosen, shapes, strict=True)], cfg)
+    base = measured[0].median
+    rows = [row("loaders", ld.name, tp, unit="examples/s", batch_shape=s[0] if s else [],
+                stoker_over_this=rates.ratio(base, tp.median))
+            for ld, tp, s in zip(chosen, measured, shapes, strict=True)]
     by = {r["name"]: r for r in rows}
     targets = tuple(
         Target(f"stoker / {name}", wanted, by[name]["stoker_over_this"],
                f"{base:.0f} vs {by[name]['median']:.0f} examples/s")
         for name, wanted in (("PyTorch DataLoader", 1.3), ("DALI CPU", 1.0), ("plain tf.data", 1.2)))
     return SuiteResult("loaders", tuple(rows), targets, notes=(
-        f"stoker base = mean of its first and last rows ({', '.join(f'{x:.0f}' for x in ours)} examples/s).",))
+        "Loaders are measured in turns: one timed window of each per round, every iterator kept alive.",))
