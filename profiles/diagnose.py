@@ -139,12 +139,21 @@ def _for_stage(s: Setup, stage: str | None) -> list[Advice]:
     if stage in ("augment", "preprocess", "batch"):
         return _for_map(s, stage)
     if stage == "shuffle":
-        return [Advice("data.shuffle_buffer=1024", "filling the shuffle buffer dominates; a smaller buffer "
-                       "starts sooner (shuffle files as well, which list_files does)")]
+        return _for_shuffle(s)
     if stage == "cache":
         return [Advice("pipeline.cache_path=", "reading the cache is the costliest stage: keep it in memory "
                        "rather than on disk when the parsed split fits")] if s.cache_fits() else []
     return []
+
+
+def _for_shuffle(s: Setup) -> list[Advice]:
+    whole = s.split_examples is not None and s.shuffle_buffer >= s.split_examples
+    smaller = max(1, (s.split_examples if whole else s.shuffle_buffer) // 4)
+    why = (f"the buffer ({s.shuffle_buffer}) holds the whole split ({s.split_examples} examples), so every epoch "
+           f"reads all of it before its first batch" if whole else
+           f"filling the {s.shuffle_buffer}-example buffer dominates")
+    return [Advice(f"data.shuffle_buffer={smaller}", f"{why}; a smaller buffer starts sooner (files are shuffled "
+                   f"too, so order stays mixed)")]
 
 
 def _cache_advice(s: Setup, stage: str) -> list[Advice]:

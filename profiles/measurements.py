@@ -39,6 +39,8 @@ class Setup:
     cache: bool = True  # parsed examples are cached (switched on and within the budget)
     prefetch: bool = True  # pipeline.prefetch
     data_service: str = ""  # pipeline.data_service
+    split_examples: int | None = None  # examples in the split (None: unknown)
+    shuffle_buffer: int = 0  # data.shuffle_buffer
     parsed_split_mb: float | None = None  # examples x bytes per parsed example (None: size unknown)
     available_ram_mb: float = 0.0  # host RAM available when measured
     cache_budget_mb: int = 8192  # pipeline.cache_budget_mb

@@ -159,12 +159,24 @@ def prefixes(dataset: Dataset, split: str, options: PipelineOptions, built: Buil
     ds = stages.per_example(ds, dataset.preprocess, options=options)
     chain.append(("preprocess", ds, True))
     ds = stages.batch(ds, size=size, drop_remainder=True)
-    out = [Prefix(name, stages.with_options((d if rep else d.repeat()).batch(size), options=options),
-                  fill if name != "read" and name != "parse" else None) for name, d, rep in chain]
+    out = [Prefix(name, _measured(d if rep else d.repeat(), size, options),
+                  fill if name not in ("read", "parse") else None) for name, d, rep in chain]
     out.append(Prefix("batch", stages.with_options(ds, options=options), fill))
     if options.prefetch:
         out.append(Prefix("prefetch", stages.prefetch(stages.with_options(ds, options=options), options=options), fill))
     return out
+
+
+def _measured(ds: tf.data.Dataset, size: int, options: PipelineOptions) -> tf.data.Dataset:
+    """A prefix batched for timing, under the pipeline's options.
+
+    The timing ``batch`` must not fuse with the prefix's last map (tf.data's static
+    map_and_batch_fusion would run that map on a background thread, hiding its cost behind
+    the consumer and moving it onto whichever stage comes next).
+    """
+    no_fusion = tf.data.Options()
+    no_fusion.experimental_optimization.map_and_batch_fusion = False
+    return stages.with_options(ds.batch(size), options=options).with_options(no_fusion)
 
 
 def time_prefixes(prefix_list: list[Prefix], plan: Plan) -> list[StageRate]:

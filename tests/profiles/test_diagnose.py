@@ -142,3 +142,10 @@ def test_windowed_mean_is_robust_to_one_hiccup():
 
     assert windowed_mean([1.0, 1.0, 1.0, 1.0, 1.0, 100.0], reps=3) == 1.0
     assert windowed_mean([1.0, 3.0], reps=5) == 2.0  # fewer values than windows: one window
+
+
+def test_shuffle_bottleneck_names_a_buffer_smaller_than_the_split():
+    setup = dataclasses.replace(NAIVE, split_examples=512, shuffle_buffer=4096)
+    d = diagnose(make(setup, wait=0.05, stages=rates(read=1e-5, parse=1e-5, shuffle=1e-3)))
+    assert d.bottleneck == "shuffle"
+    assert any(a.setting == "data.shuffle_buffer=128" and "whole split" in a.why for a in d.advice)
