@@ -118,7 +118,7 @@ def _command(spec: ClusterSpec, role: str, index: int = 0) -> list[str]:
             "--worker-timeout-ms", str(spec.worker_timeout_ms), "--heartbeat-ms", str(spec.heartbeat_ms)]
 
 
-def wait_listening(port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+def wait_listening(port: int, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
     """Wait until something accepts connections on ``127.0.0.1:port``; raise naming the port if not."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -233,27 +233,55 @@ def distribute(ds: tf.data.Dataset, options: PipelineOptions, *, job_name: str) 
     every worker runs the whole pipeline. Every ``iter()`` starts its own job (named
     ``<job_name>-<random>``), so repeated evaluations never join a finished job.
 
-    The service client retries forever when every worker is gone; this wraps it so that a
-    ``next()`` that waits longer than ``service_timeout_s`` raises instead (a
-    :class:`ServiceTimeoutError` message inside a ``tf.errors`` error). Iterators of the
-    result cannot restore a mid-epoch position from a checkpoint: the service keeps no
-    per-client position.
+    The service client retries forever when every worker is gone; here a ``next()`` that
+    waits longer than ``service_timeout_s`` raises instead (a :class:`ServiceTimeoutError`
+    message inside a ``tf.errors`` error). The service keeps no per-client position, so a
+    checkpoint of the iterator saves no input position: it is written (the service part is
+    skipped), and a restored iterator starts a new job.
     """
     spec = ds.element_spec
+    flat = tf.nest.flatten(spec)
 
-    def generate() -> Iterator:
+    def open_job(session: tf.Tensor) -> list:
         name = f"{job_name}-{uuid.uuid4().hex[:8]}"
         remote = ds.apply(tf.data.experimental.service.distribute(
             processing_mode=MODES[options.service_mode], service=options.data_service, job_name=name))
-        yield from _bounded(remote, timeout_s=options.service_timeout_s, where=f"{options.data_service} job {name}")
+        return _bounded(remote, timeout_s=options.service_timeout_s, where=f"{options.data_service} job {name}")
 
-    out = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    def pull(session: tf.Tensor) -> list:
+        key = int(session)
+        if key not in _SESSIONS:  # a new iterator, or one restored from a checkpoint
+            _SESSIONS[key] = open_job(session)
+        try:
+            return [True, *tf.nest.flatten(next(_SESSIONS[key]))]
+        except StopIteration:
+            del _SESSIONS[key]
+            return [False, *(tf.zeros([d or 0 for d in s.shape.as_list()], s.dtype) for s in flat)]
+
+    def step(session: tf.Tensor):
+        out = tf.py_function(pull, [session], [tf.bool, *(s.dtype for s in flat)])
+        for tensor, s in zip(out[1:], flat, strict=True):
+            tensor.set_shape(s.shape)
+        return out[0], tuple(out[1:])
+
+    def stream(session: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensors(session).repeat().map(step)
+
+    # One session id per iterator (random: a restored id never meets a live one), then elements
+    # until the job ends. Built from checkpointable datasets, unlike from_generator.
+    sessions = tf.data.Dataset.from_tensors(0).map(
+        lambda _: tf.py_function(lambda: uuid.uuid4().int >> 65, [], tf.int64))
+    out = sessions.flat_map(stream).take_while(lambda ok, _: ok)
+    out = out.map(lambda _, values: tf.nest.pack_sequence_as(spec, list(values)))
     return out.with_options(_ignore_external_state())
 
 
+_SESSIONS: dict[int, Iterator] = {}  # session id -> bounded element iterator of one service job
+
+
 def _ignore_external_state() -> tf.data.Options:
-    # The generator holds a live service iterator, which no checkpoint can capture; IGNORE lets
-    # a checkpoint of the model still be written (the input position restarts on restore).
+    # The py_functions hold live service iterators, which no checkpoint can capture; IGNORE
+    # lets the checkpoint of everything else be written (a restored iterator opens a new job).
     opts = tf.data.Options()
     opts.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     return opts
