@@ -39,7 +39,10 @@ LOSS_TOL, WEIGHT_REL_TOL, WEIGHT_ABS_TOL = 1e-5, 1e-3, 1e-6
 def trained(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     """Every backend trained once, all at the same time: name -> (metrics, run dir)."""
     root = tmp_path_factory.mktemp("agree")
-    metrics = runs.train_all(root, {name: ITEMS + items for name, items in BACKENDS.items()}, SETS, timeout=480)
+    items = {name: ITEMS + i for name, i in BACKENDS.items()}
+    items["multi_worker_shuffled"] = items["multi_worker"]
+    metrics = runs.train_all(root, items, SETS, timeout=480,
+                             extra_sets={"multi_worker_shuffled": ["pipeline.shuffle=true"]})
     return {name: (m, root / name) for name, m in metrics.items()}
 
 
@@ -83,12 +86,10 @@ def test_two_workers_see_each_id_once(trained, name):
         f"missing {sorted(set(range(EXAMPLES)) - set(seen))[:10]}, twice {[i for i, c in seen.items() if c > 1][:10]}")
 
 
-@pytest.mark.timeout(300)
-def test_two_workers_shuffled_epoch_exactly_once(tmp_path):
+@pytest.mark.timeout(900)
+def test_two_workers_shuffled_epoch_exactly_once(trained):
     """With shuffling on, 2 MultiWorkerMirrored workers still cover the epoch exactly once."""
-    sets = [SETS[0].replace("pipeline.shuffle=false", "pipeline.shuffle=true")]
-    runs.train(tmp_path, "shuffled", ITEMS + BACKENDS["multi_worker"], sets, timeout=240)
-    seen = runs.ids_seen(tmp_path / "shuffled")
-    assert seen == Counter(range(EXAMPLES))
-    first = runs.id_lines(tmp_path / "shuffled" / "ids" / "worker_0.txt")[0][1]
+    _, run_dir = trained["multi_worker_shuffled"]
+    assert runs.ids_seen(run_dir) == Counter(range(EXAMPLES))
+    first = runs.id_lines(run_dir / "ids" / "worker_0.txt")[0][1]
     assert first != sorted(first), "the shuffle did not reorder the examples"
