@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from stoker.registry import Registry
@@ -103,6 +104,10 @@ class Backend:
 
     def check_input(self, dataset: tf.data.Dataset) -> None:
         """Host, once, before training: raise when this backend cannot take ``dataset``'s batches."""
+
+    def gather_ints(self, values: np.ndarray) -> np.ndarray:
+        """Host, collective: every worker's int64 vector (same length on all), stacked [workers, n]."""
+        return np.asarray(values, np.int64)[None]
 
     def after_first_step(self, model: tf.keras.Model, optimizer: Any) -> None:
         """Host, once: e.g. Horovod broadcasts rank 0's variables."""

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from strategies import devices
@@ -68,6 +69,10 @@ class Horovod(Backend):
     def reduce_sum(self, value: Any) -> tf.Tensor:
         """Cross-replica: sum over ranks (a collective: every rank must call it)."""
         return self.hvd.allreduce(value, op=self.hvd.Sum)
+
+    def gather_ints(self, values: np.ndarray) -> np.ndarray:
+        """Host, collective: every rank's vector, stacked [ranks, n]."""
+        return self.hvd.allgather(tf.constant(np.asarray(values, np.int64)[None])).numpy()
 
     def after_first_step(self, model, optimizer) -> None:
         """Host, once: every rank takes rank 0's model and optimizer variables."""

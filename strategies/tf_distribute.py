@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from stoker.errors import DataError, StokerError
@@ -52,6 +53,15 @@ class TFDistribute(Backend):
 
     def reduce_sum(self, value: Any) -> tf.Tensor:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+    def gather_ints(self, values: np.ndarray) -> np.ndarray:
+        """Host, collective over the workers (one row per worker, from its first local replica)."""
+        t = self.topology
+        if t.workers == 1:
+            return super().gather_ints(values)
+        row = tf.constant(np.asarray(values, np.int64)[None])
+        per_replica = self.strategy.experimental_distribute_values_from_function(lambda _ctx: row)
+        return self.strategy.gather(per_replica, axis=0).numpy()[:: t.local_replicas]
 
 
 @BACKENDS.register("one_device")

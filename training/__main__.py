@@ -19,6 +19,9 @@ def main() -> int:
         from strategies import launch
 
         if launch.needs_launch(config.strategy):
+            from training import controller
+
+            controller.prepare(config)
             return launch.launch(config, args.items, args.set)
     from training import controller
 

@@ -23,6 +23,7 @@ import tf_keras as keras
 
 from ingest import datasets, integrity, pipeline
 from ingest.dataset import Dataset
+from stoker.errors import StokerError
 from strategies import make_backend
 from strategies.backend import Backend
 from training import models
@@ -70,6 +71,11 @@ def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
     dataset.prepare()
 
 
+def prepare(config: RunConfig) -> None:
+    """Host, before workers are launched: prepare the dataset once, so no worker reads half-written files."""
+    ensure_prepared(datasets.get(config.data), config)
+
+
 def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replicas: int) -> tuple[keras.Model, Any]:
     """Model and optimizer in the backend's scope; the optimizer is built before any restore."""
     name = config.train.model or models.DEFAULT_FOR.get(dataset.name, "shapes_cnn")
@@ -103,6 +109,44 @@ class _Sigterm:
         self.flag = True
 
 
+def checkpoint_steps(manager: tf.train.CheckpointManager) -> list[int]:
+    """Steps of the checkpoints ``manager`` keeps, oldest first."""
+    return [int(path.rsplit("-", 1)[1]) for path in manager.checkpoints]
+
+
+def common_step(table: np.ndarray) -> int | None:
+    """The newest step every worker has a checkpoint of (rows: workers; -1 pads), None if none has any.
+
+    A kill can land between two workers' saves of the same step, leaving one a checkpoint
+    ahead: every worker then restores the newest step they all have, so they stay in step.
+    """
+    rows = [set(int(v) for v in row) - {-1} for row in table]
+    if not any(rows):
+        return None
+    common = set.intersection(*rows)
+    if not common:
+        raise StokerError(f"the workers' checkpoints have no step in common (steps per worker: "
+                          f"{[sorted(r) for r in rows]}); delete the run's checkpoints folder (every "
+                          f"worker's) to start again, or raise train.keep_checkpoints")
+    return max(common)
+
+
+def restore(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager, backend: Backend, keep: int) -> None:
+    """Host, every worker (a collective when there are several): restore the newest common checkpoint."""
+    steps = checkpoint_steps(manager)[-keep:]
+    if backend.topology.workers > 1:
+        padded = np.full(keep, -1, np.int64)
+        padded[: len(steps)] = steps
+        step = common_step(backend.gather_ints(padded))
+    else:
+        step = steps[-1] if steps else None
+    if step is None:
+        return
+    path = next(p for p in manager.checkpoints if p.endswith(f"-{step}"))
+    ckpt.restore(path).assert_existing_objects_matched()
+    log.info("resumed from %s at step %d", path, int(ckpt.step))
+
+
 def run(config: RunConfig) -> dict[str, Any]:
     """Train as ``config`` says; returns the metrics written to ``metrics.json`` (chief)."""
     backend = make_backend(config.strategy)
@@ -130,9 +174,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, iterator=iterator)
     manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir(config, backend)), max_to_keep=t.keep_checkpoints)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step))
+    restore(ckpt, manager, backend, t.keep_checkpoints)
     n_train = dataset.num_examples(config.data.train_split)
     steps_per_epoch = max(1, (n_train or t.batch_size * 100) // t.batch_size)
     total = t.steps or t.epochs * steps_per_epoch
@@ -140,7 +182,10 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
         config.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config.run_dir / "config.json", config.to_json())
     loop = _Loop(config, backend, dataset, trainer, iterator, built, step, manager, steps_per_epoch, total)
-    return loop.train()
+    metrics = loop.train()
+    if topo.workers > 1:
+        backend.gather_ints(np.zeros(1, np.int64))  # barrier: peers leave together, no heartbeat errors
+    return metrics
 
 
 class _Loop:
