@@ -257,6 +257,9 @@ def distribute(ds: tf.data.Dataset, options: PipelineOptions, *, job_name: str) 
         except StopIteration:
             del _SESSIONS[key]
             return [False, *(tf.zeros([d or 0 for d in s.shape.as_list()], s.dtype) for s in flat)]
+        except Exception:
+            del _SESSIONS[key]  # a later next() opens a new job instead of ending silently
+            raise
 
     def step(session: tf.Tensor):
         out = tf.py_function(pull, [session], [tf.bool, *(s.dtype for s in flat)])
