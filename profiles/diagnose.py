@@ -47,6 +47,7 @@ class Diagnosis:
     verdict: str  # not | moderately | highly
     speedup_if_input_free: float  # end-to-end step time / compute-only step time (at least 1: below is noise)
     input_vs_compute: float  # input-only examples/s over compute-only examples/s (>1: input can keep up)
+    input_cost_fraction: float  # 1 - compute-only / end-to-end step: waiting plus slowing the step (shared CPU)
     bottleneck: str | None  # the costliest stage paid every epoch (None without prefix timings)
     stage_costs: tuple[StageCost, ...]
     advice: tuple[Advice, ...]
@@ -100,6 +101,7 @@ def diagnose(m: Measurements) -> Diagnosis:
     return Diagnosis(
         input_fraction=fraction, verdict=v, speedup_if_input_free=max(1.0, m.step_s / m.compute_step_s),
         input_vs_compute=m.input_examples_per_s / m.compute_examples_per_s, bottleneck=bottleneck,
+        input_cost_fraction=max(0.0, 1.0 - m.compute_step_s / m.step_s),
         stage_costs=costs, advice=tuple(advise(m, v, _costly(costs, bottleneck))),
     )
 

@@ -56,6 +56,9 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
         f"**Verdict: {d.verdict_text}.** {100 * d.input_fraction:.1f}% of the step time waits for input; "
         f"the step would be {d.speedup_if_input_free:.2f}x faster if input were free"
         + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else "."), "",
+        f"Input costs {100 * d.input_cost_fraction:.0f}% of the end-to-end step in all: the wait, plus the step "
+        f"slowed from {ms(m.compute_step_s)} alone to {ms(m.compute_s)} beside the pipeline (they share the "
+        f"host's CPU). The pipeline alone gives {d.input_vs_compute:.2f}x what the model consumes.", "",
         "| scenario | result |", "| --- | --- |",
         f"| input-only (pipeline alone) | {m.input_examples_per_s:,.0f} examples/s; first batch after "
         f"{m.input_first_batch_s:.2f} s |",

@@ -149,3 +149,9 @@ def test_shuffle_bottleneck_names_a_buffer_smaller_than_the_split():
     d = diagnose(make(setup, wait=0.05, stages=rates(read=1e-5, parse=1e-5, shuffle=1e-3)))
     assert d.bottleneck == "shuffle"
     assert any(a.setting == "data.shuffle_buffer=128" and "whole split" in a.why for a in d.advice)
+
+
+def test_input_cost_counts_the_slowdown_of_a_shared_cpu():
+    d = diagnose(make(wait=0.0005, compute=0.0195, alone=0.010))  # 20 ms end to end, 10 ms alone
+    assert d.verdict == "not"
+    assert d.input_cost_fraction == pytest.approx(0.5)
