@@ -18,14 +18,13 @@ class BenchConfig:
     data_dir: str = "data/bench"  # benchmark data lives here (gitignored), made once and reused
     dataset: str = ""  # a registered dataset to benchmark instead of the built-ins ('' = shapes + clicks)
     reps: int = 5  # timed windows per figure (median, min, max)
-    warmup: int = 1  # untimed windows before timing
+    warmup: int = 1  # untimed windows before timing (0 in smoke runs: they check code paths, not rates)
     image_size: int = 256  # side of the stored JPEGs
     crop: int = 224  # side after random-resized crop
     batch: int = 64  # examples per batch everywhere
     image_examples: int = 8000  # train examples of shapes (naive epoch >= 10 s here)
     image_shards: int = 16  # TFRecord shards of shapes
     window_batches: int = 20  # batches per timed window in the image suites
-    rewarm_batches: int = 8  # untimed batches before each timed window (empty what filled while others ran)
     shuffle_buffer: int = 1024  # examples in every shuffle buffer (stoker and the loaders alike)
     clicks_rows: int = 200_000  # train rows of clicks
     clicks_window_batches: int = 300  # batches per timed window on clicks
@@ -47,8 +46,8 @@ class BenchConfig:
     @classmethod
     def smoke(cls, **overrides: object) -> BenchConfig:
         """Tiny sizes for ``QUICK=1`` and the tests: every code path, seconds per suite."""
-        small = dict(quick=True, data_dir="data/bench-quick", reps=2, warmup=1, image_examples=256, image_shards=4,
-                     window_batches=3, rewarm_batches=4, batch=16, shuffle_buffer=64, clicks_rows=4000,
+        small = dict(quick=True, data_dir="data/bench-quick", reps=2, warmup=0, image_examples=256, image_shards=4,
+                     window_batches=3, batch=16, shuffle_buffer=64, clicks_rows=4000,
                      clicks_window_batches=10, ceiling_images=32)
         return cls(**{**small, **overrides})
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import gc
 import math
-import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,31 +37,24 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else 0.0
 
 
-def side_by_side(entries: list[tuple[Callable[[], Iterator[Any]], Callable[[Any], int], int]], cfg: BenchConfig, *,
-                 window: int | None = None) -> list[timing.Throughput]:
-    """Rates of several pipelines measured in turns: one timed window of each per round.
+Entry = tuple[Callable[[], Iterator[Any]], Callable[[Any], int], int]  # make_iter, size_of, epoch to warm over
 
-    ``entries`` are (make_iter, size_of, epoch_examples). Every iterator is made once and
-    kept; round 0 times its first batch and warms it up (over a whole epoch when
-    ``epoch_examples`` is set, to fill a cache), then ``cfg.reps`` rounds time one window of
-    each in turn. Load from other work then falls on every row alike, so the ratios between
-    rows hold even when absolute rates drift on a shared machine. A pipeline fills its
-    buffers while the others are timed, so each timed window follows ``cfg.rewarm_batches``
-    (or a quarter window) untimed batches that empty them back to the steady state.
+
+def one_by_one(entries: list[Callable[[], Entry]], cfg: BenchConfig, *,
+               window: int | None = None) -> list[timing.Throughput]:
+    """Rates of several pipelines, one after the other, each built just before and freed after.
+
+    ``entries`` are factories of (make_iter, size_of, epoch_examples): a pipeline (and any
+    cache it fills) exists only while it is measured. Pipelines are not kept alive side
+    by side on purpose: an idle tf.data pipeline keeps filling its AUTOTUNE prefetch buffer
+    (which grows each time a timed window finds it empty), so windows taken in turns read
+    buffered batches, and a dozen idle pipelines held over 15 GB here. Drift is handled by
+    the suites instead: each measures its reference row both first and last.
     """
-    window = window or cfg.window_batches
-    iters, firsts, rates = [], [], [[] for _ in entries]
-    for make_iter, size_of, epoch in entries:
-        it = make_iter()
-        tp = timing.measure(lambda it=it: it, elements=window, reps=1, size_of=size_of,
-                            warmup=warmup_windows(cfg, epoch_examples=epoch))
-        iters.append(it)
-        firsts.append(tp.first_s)
-    for _ in range(cfg.reps):
-        for i, (it, (_, size_of, _)) in enumerate(zip(iters, entries, strict=True)):
-            for _ in range(max(cfg.rewarm_batches, window // 4)):
-                next(it)
-            rates[i].append(timing.measure(lambda it=it: it, elements=window, reps=1, warmup=0, size_of=size_of))
-    return [timing.Throughput(first, statistics.median(t.median for t in rs), min(t.median for t in rs),
-                              max(t.median for t in rs), len(rs), rs[0].items_per_rep)
-            for first, rs in zip(firsts, rates, strict=True)]
+    out = []
+    for factory in entries:
+        make_iter, size_of, epoch = factory()
+        out.append(batches(make_iter, cfg, window=window, epoch_examples=epoch, size_of=size_of))
+        del make_iter, size_of
+        gc.collect()  # free the finished pipeline (threads, buffers, cache) before the next one
+    return out
