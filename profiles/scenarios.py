@@ -180,29 +180,19 @@ def _measured(ds: tf.data.Dataset, size: int, options: PipelineOptions) -> tf.da
 
 
 def time_prefixes(prefix_list: list[Prefix], plan: Plan) -> list[StageRate]:
-    """Examples/s of each prefix: the median of ``reps`` windows of ``stage_batches`` batches.
+    """Examples/s of each prefix in turn: the median of ``reps`` windows of ``stage_batches`` batches.
 
-    Windows are taken round-robin (prefix 1, 2, ..., then again) so that a change in the
-    machine's load while measuring falls on every prefix alike instead of on the last ones.
+    One prefix at a time, its iterator dropped before the next: an idle iterator's parallel
+    stages and buffers would fill in the background and steal CPU from (then flatter) the
+    windows of the others.
     """
     _fill_caches(prefix_list)
-    iterators, firsts = [], []
-    for p in prefix_list:
-        it = iter(p.dataset)
-        t0 = time.perf_counter()
-        next(it)
-        firsts.append(time.perf_counter() - t0)
-        timing.window(it, elements=plan.stage_batches)  # warm-up: buffers fill, AUTOTUNE settles
-        iterators.append(it)
-    windows: list[list[float]] = [[] for _ in prefix_list]
-    for _ in range(plan.reps):
-        for i, it in enumerate(iterators):
-            windows[i].append(timing.window(it, elements=plan.stage_batches, size_of=batch_examples))
     rates = []
-    for p, first, w in zip(prefix_list, firsts, windows, strict=True):
-        rate = statistics.median(w)
-        log.info("prefix %-12s %9.0f examples/s (first batch %.2f s)", f"+{p.name}", rate, first)
-        rates.append(StageRate(name=p.name, examples_per_s=rate, first_s=first))
+    for p in prefix_list:
+        r = timing.measure(lambda p=p: iter(p.dataset), elements=plan.stage_batches, reps=plan.reps, warmup=1,
+                           size_of=batch_examples)
+        log.info("prefix %-12s %9.0f examples/s (first batch %.2f s)", f"+{p.name}", r.median, r.first_s)
+        rates.append(StageRate(name=p.name, examples_per_s=r.median, first_s=r.first_s))
     return rates
 
 

@@ -76,16 +76,3 @@ def timed(iterable: Iterable[Any]) -> Iterator[tuple[float, Any]]:
         except StopIteration:
             return
         yield time.perf_counter() - t0, item
-
-
-def window(it: Iterator[Any], *, elements: int, size_of: Callable[[Any], int] | None = None) -> float:
-    """Items per second over the next ``elements`` elements of an already warm iterator.
-
-    For round-robin timing of several iterators (windows of each taken in turn, so that a
-    change in the machine's load falls on all of them alike).
-    """
-    items = 0
-    t0 = time.perf_counter()
-    for _ in range(elements):
-        items += _count(next(it), size_of)
-    return items / (time.perf_counter() - t0)
