@@ -70,19 +70,20 @@ class StepTimings:
 
 
 def compute_and_end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) -> StepTimings:
-    """Compute-only windows (one cached batch repeated) before and after the end-to-end steps.
+    """End-to-end steps, then compute-only windows (one cached batch repeated).
 
-    Bracketing the end-to-end run means a change in the machine's load falls on both alike,
-    so their ratio (the speedup if input were free) is not an artefact of when each ran. The
-    end-to-end steps stay contiguous: after a pause the prefetch buffer would be full and
-    the first steps would wait for nothing.
+    Compute-only comes second: the first tens of steps after compiling run slower while
+    TensorFlow's thread pools and allocators settle (measured here: up to twice as slow), and
+    the end-to-end run is the warm-up that absorbs it. The end-to-end steps stay contiguous:
+    after a pause, the prefetch buffer would be full and the first steps would wait for nothing.
     """
     cached = next(iterator)
     for _ in range(max(1, plan.warmup_steps)):  # the first step compiles
         step(cached)
-    windows = [_window_of_steps(step, cached, plan.per_rep) for _ in range(math.ceil(plan.reps / 2))]
     waits, computes = end_to_end(step, iterator, plan)
-    windows += [_window_of_steps(step, cached, plan.per_rep) for _ in range(plan.reps // 2)]
+    windows = [_window_of_steps(step, cached, plan.per_rep) for _ in range(plan.reps)]
+    log.info("compute-only windows (ms per step): %s; end-to-end compute median %.1f ms",
+             " ".join(f"{1e3 * w:.1f}" for w in windows), 1e3 * statistics.median(computes))
     return StepTimings(statistics.median(windows), tuple(waits), tuple(computes))
 
 
