@@ -22,7 +22,9 @@ def _prepare(args: argparse.Namespace) -> int:
     dataset = datasets.get(config.data)
     info = dataset.prepare(runner=runner, beam_args=shlex.split(args.beam_args or ""))
     for split, meta in info.get("splits", {}).items():
-        log.info("%s/%s: %d examples in %d files", dataset.name, split, meta["num_examples"], len(meta.get("shards", [])))
+        log.info(
+            "%s/%s: %d examples in %d files", dataset.name, split, meta["num_examples"], len(meta.get("shards", []))
+        )
     return 0
 
 
@@ -30,8 +32,10 @@ def _datasets(args: argparse.Namespace) -> int:
     from ingest import datasets
 
     reg = datasets.REGISTRY
-    rows = [(name, reg.origin(name) or "stoker (built-in)", (reg.get(name).__doc__ or "").strip().splitlines()[0])
-            for name in reg.names()]
+    rows = [
+        (name, reg.origin(name) or "stoker (built-in)", (reg.get(name).__doc__ or "").strip().splitlines()[0])
+        for name in reg.names()
+    ]
     width = max(len(r[0]) for r in rows)
     out = [f"{'name':<{width}}  {'from':<22} description"] + [f"{n:<{width}}  {o:<22} {d}" for n, o, d in rows]
     sys.stdout.write("\n".join(out) + "\n")

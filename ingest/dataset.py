@@ -67,7 +67,9 @@ class Dataset:
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise CorruptDataError(f"{path}: not valid JSON ({err}); re-run `make prepare DATASET={self.name}`") from None
+            raise CorruptDataError(
+                f"{path}: not valid JSON ({err}); re-run `make prepare DATASET={self.name}`"
+            ) from None
 
     def is_prepared(self) -> bool:
         """True when ``dataset_info.json`` exists (prepare writes it last, atomically)."""

@@ -57,7 +57,7 @@ def verify_framing(dataset, files: Iterable[str]) -> None:
         if problem:
             raise CorruptDataError(
                 f"{path} is corrupt ({problem}); re-run `make prepare DATASET={dataset.name}` or set "
-                f"SET=\"pipeline.skip_corrupt=true\" to skip bad records (bounded by pipeline.max_corrupt)"
+                f'SET="pipeline.skip_corrupt=true" to skip bad records (bounded by pipeline.max_corrupt)'
             )
 
 
@@ -69,7 +69,9 @@ def find_damage(dataset, files: Iterable[str], report: CorruptionReport) -> list
         lost = _lost(dataset, path, result)
         if result.problems or lost:
             damaged.append(path)
-            log.warning("skipping %d corrupt record(s) in %s: %s", lost, path, "; ".join(result.problems) or "short shard")
+            log.warning(
+                "skipping %d corrupt record(s) in %s: %s", lost, path, "; ".join(result.problems) or "short shard"
+            )
             report.add(path, lost)
     return damaged
 
@@ -90,15 +92,18 @@ def explain(error: Exception, dataset, files: Iterable[str]) -> CorruptDataError
     TFRecord files are scanned record by record; other formats are read and parsed one file
     at a time until one fails the same way.
     """
-    advice = (f"re-run `make prepare DATASET={dataset.name}` or remove the file"
-              + (" (or set SET=\"pipeline.skip_corrupt=true\" to skip bad records)" if dataset.format == "tfrecord" else ""))
+    advice = f"re-run `make prepare DATASET={dataset.name}` or remove the file" + (
+        ' (or set SET="pipeline.skip_corrupt=true" to skip bad records)' if dataset.format == "tfrecord" else ""
+    )
     for path in files:
         problem = _problem(dataset, path)
         if problem:
             return CorruptDataError(f"{path} is corrupt ({problem}); {advice}")
     message = (getattr(error, "message", None) or str(error)).splitlines()[0]
-    return CorruptDataError(f"reading dataset {dataset.name!r} failed ({message}) but no single "
-                            f"file reproduces it: check the files under {dataset.root} and the dataset's parse()")
+    return CorruptDataError(
+        f"reading dataset {dataset.name!r} failed ({message}) but no single "
+        f"file reproduces it: check the files under {dataset.root} and the dataset's parse()"
+    )
 
 
 def _problem(dataset, path: str) -> str:
@@ -107,8 +112,13 @@ def _problem(dataset, path: str) -> str:
     try:
         for _ in dataset.read(tf.constant(path)).batch(256).map(dataset.parse):
             pass
-    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.OutOfRangeError,
-            tf.errors.InternalError, tf.errors.UnknownError) as err:
+    except (
+        tf.errors.InvalidArgumentError,
+        tf.errors.DataLossError,
+        tf.errors.OutOfRangeError,
+        tf.errors.InternalError,
+        tf.errors.UnknownError,
+    ) as err:
         return err.message.splitlines()[0][:300]
     except UnicodeDecodeError:
         return "bytes that are not valid UTF-8 where text was expected"

@@ -14,15 +14,29 @@ AUTOTUNE = -1  # Spelled -1 in configs, as tf.data.AUTOTUNE is.
 
 PRESETS: dict[str, dict[str, object]] = {
     "naive": dict(
-        interleave=False, read_parallelism=1, vectorize=False, map_parallelism=1, cache=False,
-        prefetch=False, prefetch_buffer=AUTOTUNE, deterministic=True, private_threadpool=0,
+        interleave=False,
+        read_parallelism=1,
+        vectorize=False,
+        map_parallelism=1,
+        cache=False,
+        prefetch=False,
+        prefetch_buffer=AUTOTUNE,
+        deterministic=True,
+        private_threadpool=0,
     ),
     "optimized": dict(
-        interleave=True, read_parallelism=AUTOTUNE, vectorize=True, map_parallelism=AUTOTUNE, cache=True,
+        interleave=True,
+        read_parallelism=AUTOTUNE,
+        vectorize=True,
+        map_parallelism=AUTOTUNE,
+        cache=True,
         # deterministic stays on: with it off, parallel stages reorder elements across the epoch
         # boundary and a restored iterator lost or repeated examples (5 of 6 trials, TF 2.16), which
         # breaks exact mid-epoch resume. SET=pipeline.deterministic=false trades that for speed.
-        prefetch=True, prefetch_buffer=AUTOTUNE, deterministic=True, private_threadpool=0,
+        prefetch=True,
+        prefetch_buffer=AUTOTUNE,
+        deterministic=True,
+        private_threadpool=0,
     ),
 }
 # DALI decodes and augments in its own pipeline; the tf.data part around it stays optimized.

@@ -43,8 +43,9 @@ def list_files(files: list[str], *, pipelines: int, index: int, shuffle: bool, s
     return ds
 
 
-def interleave(files: tf.data.Dataset, read: Callable[[tf.Tensor], tf.data.Dataset], *, options: PipelineOptions,
-               ordered: bool) -> tf.data.Dataset:
+def interleave(
+    files: tf.data.Dataset, read: Callable[[tf.Tensor], tf.data.Dataset], *, options: PipelineOptions, ordered: bool
+) -> tf.data.Dataset:
     """Records of all files, taken round-robin from ``cycle_length`` open files.
 
     The switch turns on parallel reads; off, the same files are read in the same round-robin
@@ -52,8 +53,11 @@ def interleave(files: tf.data.Dataset, read: Callable[[tf.Tensor], tf.data.Datas
     """
     calls = _calls(options.read_parallelism) if options.interleave else None
     return files.interleave(
-        read, cycle_length=options.cycle_length, block_length=options.block_length,
-        num_parallel_calls=calls, deterministic=_det(calls, ordered),
+        read,
+        cycle_length=options.cycle_length,
+        block_length=options.block_length,
+        num_parallel_calls=calls,
+        deterministic=_det(calls, ordered),
     )
 
 
@@ -67,8 +71,9 @@ def shard_examples(ds: tf.data.Dataset, *, pipelines: int, index: int) -> tf.dat
     return ds.shard(pipelines, index)
 
 
-def parse(ds: tf.data.Dataset, fn: Callable[[tf.Tensor], Example], *, options: PipelineOptions,
-          ordered: bool) -> tf.data.Dataset:
+def parse(
+    ds: tf.data.Dataset, fn: Callable[[tf.Tensor], Example], *, options: PipelineOptions, ordered: bool
+) -> tf.data.Dataset:
     """Parsed examples. Vectorized: batch ``parse_batch`` records, parse once, unbatch.
 
     Without vectorization each record is parsed alone through the same batched function
@@ -93,8 +98,9 @@ def shuffle(ds: tf.data.Dataset, *, buffer: int, seed: int) -> tf.data.Dataset:
     return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) if buffer > 1 else ds
 
 
-def augment(ds: tf.data.Dataset, fn: Callable[[Example, tf.Tensor], Example], *, options: PipelineOptions,
-            seed: int) -> tf.data.Dataset:
+def augment(
+    ds: tf.data.Dataset, fn: Callable[[Example, tf.Tensor], Example], *, options: PipelineOptions, seed: int
+) -> tf.data.Dataset:
     """Per-example augmentation with stateless randomness keyed by (seed, position in stream).
 
     The key depends on the element's position, not on which thread runs it, so parallel
@@ -103,8 +109,11 @@ def augment(ds: tf.data.Dataset, fn: Callable[[Example, tf.Tensor], Example], *,
     """
     calls = _calls(options.map_parallelism)
     keyed = ds.enumerate()
-    return keyed.map(lambda i, ex: fn(ex, tf.stack([tf.constant(seed, tf.int64), i])),
-                     num_parallel_calls=calls, deterministic=_det(calls, bool(options.deterministic)))
+    return keyed.map(
+        lambda i, ex: fn(ex, tf.stack([tf.constant(seed, tf.int64), i])),
+        num_parallel_calls=calls,
+        deterministic=_det(calls, bool(options.deterministic)),
+    )
 
 
 def per_example(ds: tf.data.Dataset, fn: Callable[[Example], Example], *, options: PipelineOptions) -> tf.data.Dataset:

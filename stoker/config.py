@@ -51,9 +51,9 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_null and type(None) in args:
+            return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
@@ -73,7 +73,16 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, (int, str)) and str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if isinstance(value, (int, str)) and str(value).lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
             return str(value).lower() in ("1", "true", "yes", "on")
         raise ConfigError(f"{key}={value!r}: expected true or false (or 1/0)")
     if tp is int:
@@ -151,7 +160,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         presets = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
-        raise ConfigError(f"config preset {str(path)!r} does not exist{_closest(path.stem, presets)}; presets: {', '.join(presets)}")
+        raise ConfigError(
+            f"config preset {str(path)!r} does not exist{_closest(path.stem, presets)}; presets: {', '.join(presets)}"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

@@ -22,13 +22,27 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # make variable -> dotted key
 ALIASES = {
-    "DATASET": "data.name", "DATA_DIR": "data.data_dir", "SEED": "train.seed", "SHARDS": "data.shards",
-    "PIPELINE": "pipeline.preset", "DATA_SERVICE": "pipeline.data_service",
-    "STRATEGY": "strategy.name", "DEVICES": "strategy.devices", "NP": "strategy.processes",
-    "HOSTS": "strategy.hosts", "STAGES": "strategy.stages", "MICROBATCHES": "strategy.microbatches",
-    "REMAT": "strategy.remat", "TPU": "strategy.tpu",
-    "EPOCHS": "train.epochs", "BATCH": "train.batch_size", "STEPS": "train.steps", "LR": "train.learning_rate",
-    "MODEL": "train.model", "RUN": "train.run_name", "MIXED_PRECISION": "train.mixed_precision",
+    "DATASET": "data.name",
+    "DATA_DIR": "data.data_dir",
+    "SEED": "train.seed",
+    "SHARDS": "data.shards",
+    "PIPELINE": "pipeline.preset",
+    "DATA_SERVICE": "pipeline.data_service",
+    "STRATEGY": "strategy.name",
+    "DEVICES": "strategy.devices",
+    "NP": "strategy.processes",
+    "HOSTS": "strategy.hosts",
+    "STAGES": "strategy.stages",
+    "MICROBATCHES": "strategy.microbatches",
+    "REMAT": "strategy.remat",
+    "TPU": "strategy.tpu",
+    "EPOCHS": "train.epochs",
+    "BATCH": "train.batch_size",
+    "STEPS": "train.steps",
+    "LR": "train.learning_rate",
+    "MODEL": "train.model",
+    "RUN": "train.run_name",
+    "MIXED_PRECISION": "train.mixed_precision",
     "DETERMINISTIC": "train.deterministic",
 }
 # make variables that are not config keys (they pick the preset or go to other tools)
@@ -123,8 +137,9 @@ def from_args(items: list[str], sets: list[str] | None = None) -> RunConfig:
     for key, value in pairs.items():
         if key.isupper():
             if key not in ALIASES:
-                raise cfg.ConfigError(f"unknown make variable {key}{cfg._closest(key, ALIASES)}; "
-                                      f"known: {', '.join(sorted(ALIASES))}")
+                raise cfg.ConfigError(
+                    f"unknown make variable {key}{cfg._closest(key, ALIASES)}; known: {', '.join(sorted(ALIASES))}"
+                )
             key = ALIASES[key]
         overrides[key] = value
     for item in sets or []:

@@ -48,8 +48,11 @@ class Clicks(Dataset):
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:
-        return {"features": tf.TensorSpec([len(NUMERIC) + _BUCKETS], tf.float32),
-                "label": tf.TensorSpec([], tf.int64), "id": tf.TensorSpec([], tf.int64)}
+        return {
+            "features": tf.TensorSpec([len(NUMERIC) + _BUCKETS], tf.float32),
+            "label": tf.TensorSpec([], tf.int64),
+            "id": tf.TensorSpec([], tf.int64),
+        }
 
     @property
     def num_classes(self) -> int:
@@ -61,7 +64,9 @@ class Clicks(Dataset):
         pattern = str(self.root / f"{split}-*.parquet")
         found = sorted(glob.glob(pattern))
         if not found:
-            raise DataError(f"no files match {pattern!r}; run `make prepare DATASET=clicks DATA_DIR={self.options.data_dir}`")
+            raise DataError(
+                f"no files match {pattern!r}; run `make prepare DATASET=clicks DATA_DIR={self.options.data_dir}`"
+            )
         self._check_sizes(split, found)
         for path in found:
             parquet.check_schema(path, COLUMNS)
@@ -86,18 +91,32 @@ class Clicks(Dataset):
         partial.mkdir(parents=True)
         shards = o.shards or 4
         splits = {}
-        for split, count in {"train": o.train_examples or DEFAULT_SIZES["train"],
-                             "validation": o.eval_examples or DEFAULT_SIZES["validation"]}.items():
+        for split, count in {
+            "train": o.train_examples or DEFAULT_SIZES["train"],
+            "validation": o.eval_examples or DEFAULT_SIZES["validation"],
+        }.items():
             bounds = np.linspace(0, count, shards + 1).astype(int)
             entries = []
             for k in range(shards):
                 name = f"{split}-{k:05d}-of-{shards:05d}.parquet"
                 rows = parquet.write(str(partial / name), table(split, bounds[k], bounds[k + 1] - bounds[k], o.seed))
-                entries.append({"file": name, "num_examples": rows, "bytes": (partial / name).stat().st_size,
-                                "crc32c": file_crc32c(partial / name)})
+                entries.append(
+                    {
+                        "file": name,
+                        "num_examples": rows,
+                        "bytes": (partial / name).stat().st_size,
+                        "crc32c": file_crc32c(partial / name),
+                    }
+                )
             splits[split] = {"num_examples": count, "shards": entries}
-        info = {"name": self.name, "version": "1.0.0", "label_names": ["no_click", "click"],
-                "features": {c: t.name for c, t in COLUMNS.items()}, "seed": o.seed, "splits": splits}
+        info = {
+            "name": self.name,
+            "version": "1.0.0",
+            "label_names": ["no_click", "click"],
+            "features": {c: t.name for c, t in COLUMNS.items()},
+            "seed": o.seed,
+            "splits": splits,
+        }
         (partial / INFO_FILE).write_text(json.dumps(info, indent=2))
         shutil.rmtree(self.root, ignore_errors=True)
         partial.rename(self.root)

@@ -80,8 +80,11 @@ class Shapes(Dataset):
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:
-        return {"image": tf.TensorSpec([self.size, self.size, 3], tf.uint8),
-                "label": tf.TensorSpec([], tf.int64), "id": tf.TensorSpec([], tf.int64)}
+        return {
+            "image": tf.TensorSpec([self.size, self.size, 3], tf.uint8),
+            "label": tf.TensorSpec([], tf.int64),
+            "id": tf.TensorSpec([], tf.int64),
+        }
 
     @property
     def num_classes(self) -> int:
@@ -91,8 +94,11 @@ class Shapes(Dataset):
         """Parse a batch of serialized Examples and decode their JPEGs to uint8."""
         ex = tf.io.parse_example(records, _FEATURES)
         size = self.size
-        images = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_jpeg(b, channels=3), [size, size, 3]),
-                           ex["image"], fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+        images = tf.map_fn(
+            lambda b: tf.ensure_shape(tf.io.decode_jpeg(b, channels=3), [size, size, 3]),
+            ex["image"],
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
+        )
         return {"image": images, "label": ex["label"], "id": ex["id"]}
 
     def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -110,10 +116,26 @@ class Shapes(Dataset):
     def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict:
         """Generate the dataset with a Beam job (``make prepare DATASET=shapes``)."""
         o: DataOptions = self.options
-        splits = {"train": o.train_examples or DEFAULT_SIZES["train"],
-                  "validation": o.eval_examples or DEFAULT_SIZES["validation"]}
+        splits = {
+            "train": o.train_examples or DEFAULT_SIZES["train"],
+            "validation": o.eval_examples or DEFAULT_SIZES["validation"],
+        }
         make = functools.partial(make_example, seed=o.seed, size=o.image_size)
-        info = {"name": self.name, "version": "1.0.0", "image_size": o.image_size, "seed": o.seed,
-                "label_names": list(LABELS), "features": {"image": "jpeg bytes", "label": "int64", "id": "int64"}}
-        return beam_job.run(self.root, make, splits=splits, shards=o.shards or 8, compression=o.compression,
-                            info=info, runner=runner, beam_args=beam_args)
+        info = {
+            "name": self.name,
+            "version": "1.0.0",
+            "image_size": o.image_size,
+            "seed": o.seed,
+            "label_names": list(LABELS),
+            "features": {"image": "jpeg bytes", "label": "int64", "id": "int64"},
+        }
+        return beam_job.run(
+            self.root,
+            make,
+            splits=splits,
+            shards=o.shards or 8,
+            compression=o.compression,
+            info=info,
+            runner=runner,
+            beam_args=beam_args,
+        )

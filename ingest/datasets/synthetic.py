@@ -23,8 +23,11 @@ class Synthetic(Dataset):
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:
         s = self.options.image_size
-        return {"image": tf.TensorSpec([s, s, 3], tf.uint8), "label": tf.TensorSpec([], tf.int64),
-                "id": tf.TensorSpec([], tf.int64)}
+        return {
+            "image": tf.TensorSpec([s, s, 3], tf.uint8),
+            "label": tf.TensorSpec([], tf.int64),
+            "id": tf.TensorSpec([], tf.int64),
+        }
 
     @property
     def num_classes(self) -> int:

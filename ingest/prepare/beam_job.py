@@ -77,9 +77,18 @@ def _progress(out_dir: Path, total: int, done: threading.Event) -> None:
         bar.update(n - bar.n)
 
 
-def run(root: str | Path, make_example: MakeExample, *, splits: dict[str, int], shards: int, compression: str,
-        info: dict[str, Any], runner: str = "DirectRunner", beam_args: list[str] | None = None,
-        workers: int | None = None) -> dict[str, Any]:
+def run(
+    root: str | Path,
+    make_example: MakeExample,
+    *,
+    splits: dict[str, int],
+    shards: int,
+    compression: str,
+    info: dict[str, Any],
+    runner: str = "DirectRunner",
+    beam_args: list[str] | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
     """Generate ``splits`` (name -> example count) into ``root``; returns dataset_info."""
     root = Path(root)
     partial = root.with_name(root.name + ".partial")
@@ -106,8 +115,10 @@ def run(root: str | Path, make_example: MakeExample, *, splits: dict[str, int], 
                 | "by shard" >> beam.GroupByKey()
                 | "write" >> beam.ParDo(_WriteShard(str(partial), shards, compression))
             )
-            _ = metas | "collect" >> beam.combiners.ToList() | "info" >> beam.Map(
-                _write_info, str(partial), dict(info, compression=compression)
+            _ = (
+                metas
+                | "collect" >> beam.combiners.ToList()
+                | "info" >> beam.Map(_write_info, str(partial), dict(info, compression=compression))
             )
     finally:
         done.set()
@@ -115,8 +126,12 @@ def run(root: str | Path, make_example: MakeExample, *, splits: dict[str, int], 
     result = json.loads((partial / "dataset_info.json").read_text())
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
-    log.info("prepared %s in %.1f s: %s", root, time.perf_counter() - start,
-             ", ".join(f"{s} {v['num_examples']}" for s, v in result["splits"].items()))
+    log.info(
+        "prepared %s in %.1f s: %s",
+        root,
+        time.perf_counter() - start,
+        ", ".join(f"{s} {v['num_examples']}" for s, v in result["splits"].items()),
+    )
     return result
 
 

@@ -46,7 +46,9 @@ def read_tfio(path: tf.Tensor | str, columns: Mapping[str, tf.DType]) -> tf.data
     spec = {name: tf.TensorSpec([], dtype) for name, dtype in columns.items()}
     ds = tfio.IODataset.from_parquet(path, columns=spec)
     # tensorflow-io keys columns by bytes names; give them back their plain names.
-    return ds.map(lambda row: {name: row[name.encode() if isinstance(next(iter(row)), bytes) else name] for name in columns})
+    return ds.map(
+        lambda row: {name: row[name.encode() if isinstance(next(iter(row)), bytes) else name] for name in columns}
+    )
 
 
 def read_pyarrow(path: tf.Tensor | str, columns: Mapping[str, tf.DType], batch_rows: int = 4096) -> tf.data.Dataset:

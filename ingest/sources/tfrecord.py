@@ -148,7 +148,7 @@ def write(path: str | Path, records: list[bytes] | Iterator[bytes], compression:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     count = 0
-    with (gzip.open(tmp, "wb") if compression == "GZIP" else open(tmp, "wb")) as f:  # noqa: SIM115
+    with gzip.open(tmp, "wb") if compression == "GZIP" else open(tmp, "wb") as f:  # noqa: SIM115
         for record in records:
             f.write(frame(record))
             count += 1

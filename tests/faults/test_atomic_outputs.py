@@ -25,8 +25,9 @@ def test_interrupted_prepare_is_detected_and_redone(tmp_path):
     opts = ["DATASET=shapes", f"DATA_DIR={tmp_path}"]
     sets = ["--set", "data.train_examples=4000 data.eval_examples=200 data.shards=16 data.image_size=64"]
     cmd = [runs.sys.executable, "-m", "ingest", "prepare", *opts, *sets]
-    proc = subprocess.Popen(cmd, env=runs.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # Beam's worker processes share the group
+    proc = subprocess.Popen(
+        cmd, env=runs.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )  # Beam's worker processes share the group
     partial = tmp_path / "shapes.partial"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not list(partial.glob("*.tfrecord")):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tempfile
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +22,19 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ingest import integrity, pipeline
-from ingest.dataset import INFO_FILE, Dataset, file_crc32c
+from ingest.dataset import INFO_FILE, Dataset
 from ingest.datasets.clicks import COLUMNS, Clicks, table
 from ingest.options import DataOptions, PipelineOptions
 from ingest.sources import csv, images, parquet, tfrecord
-from ingest.testing import Indexed, indexed_record, write_indexed
+from ingest.testing import Indexed, write_indexed
 from stoker.errors import DataError
 
-CASES = settings(max_examples=25, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+CASES = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @st.composite

@@ -20,7 +20,9 @@ def _sigterm_then_resume(tmp_path, shapes_dir, items):
     sets = ["train.record_ids=true", "train.checkpoint_every=1000", "data.shuffle_buffer=256"]
     cmd = runs.command(runs_dir, "pre", args, sets)
     ids_file = runs_dir / "pre" / "ids" / "worker_0.txt"
-    proc = subprocess.Popen(cmd, env=runs.env(), cwd=runs.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, env=runs.env(), cwd=runs.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -42,7 +44,7 @@ def _sigterm_then_resume(tmp_path, shapes_dir, items):
     lines = runs.id_lines(ids_file)
     assert [s for s, _ in lines] == list(range(1, STEPS_PER_EPOCH * EPOCHS + 1)), "a step was run twice or never"
     for epoch in range(EPOCHS):
-        seen = Counter(i for s, ids in lines[epoch * STEPS_PER_EPOCH:(epoch + 1) * STEPS_PER_EPOCH] for i in ids)
+        seen = Counter(i for s, ids in lines[epoch * STEPS_PER_EPOCH : (epoch + 1) * STEPS_PER_EPOCH] for i in ids)
         assert sorted(seen) == list(range(256)) and set(seen.values()) == {1}, f"epoch {epoch + 1}"
 
 

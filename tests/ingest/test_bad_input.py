@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -53,13 +54,13 @@ def test_pattern_that_matches_no_files(tmp_path):
         _shapes(tmp_path).files("train")
 
 
-def _damage(path, at, new=None, cut=False):
-    data = bytearray(open(path, "rb").read())
+def _damage(path, at, cut=False):
+    data = bytearray(Path(path).read_bytes())
     if cut:
         data = data[:at]
     else:
         data[at] ^= 0xFF
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
 
 
 def test_crc_mismatch_names_the_file(shapes_copy):
@@ -68,7 +69,9 @@ def test_crc_mismatch_names_the_file(shapes_copy):
     os.utime(path)
     size_ok = os.path.getsize(path)
     before = _snapshot(shapes_copy)
-    with pytest.raises(CorruptDataError, match=r"train-00002-of-00004\.tfrecord is corrupt .*CRC mismatch.*skip_corrupt"):
+    with pytest.raises(
+        CorruptDataError, match=r"train-00002-of-00004\.tfrecord is corrupt .*CRC mismatch.*skip_corrupt"
+    ):
         _iterate(_shapes(shapes_copy))
     assert _snapshot(shapes_copy) == before and os.path.getsize(path) == size_ok
 
@@ -158,7 +161,9 @@ def test_non_positive_batch_size(value):
 
 def test_shuffle_buffer_that_cannot_fit_in_memory(shapes_dir):
     ds = _shapes(shapes_dir)
-    with pytest.raises(DataError, match=r"data.shuffle_buffer=1000000000 holds about .* GiB.*lower data.shuffle_buffer"):
+    with pytest.raises(
+        DataError, match=r"data.shuffle_buffer=1000000000 holds about .* GiB.*lower data.shuffle_buffer"
+    ):
         pipeline.build(ds, "train", PipelineOptions(), batch_size=8, training=True, shuffle_buffer=10**9)
 
 
@@ -166,8 +171,23 @@ def test_cli_reports_one_line_and_exit_code_2(shapes_copy):
     path = str(shapes_copy / "shapes" / "train-00002-of-00004.tfrecord")
     _damage(path, 700)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    out = subprocess.run([sys.executable, "-m", "training", "CONFIG=tiny", f"DATA_DIR={shapes_copy}", "STRATEGY=one_device",
-                          "EPOCHS=1", "RUN=bad", "--set", f"train.runs_dir={shapes_copy}/runs data.shuffle_buffer=64"],
-                         capture_output=True, text=True, timeout=240, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "CONFIG=tiny",
+            f"DATA_DIR={shapes_copy}",
+            "STRATEGY=one_device",
+            "EPOCHS=1",
+            "RUN=bad",
+            "--set",
+            f"train.runs_dir={shapes_copy}/runs data.shuffle_buffer=64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "train-00002-of-00004.tfrecord is corrupt" in out.stdout and "Traceback" not in out.stdout + out.stderr

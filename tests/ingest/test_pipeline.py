@@ -22,8 +22,9 @@ def indexed(tmp_path_factory):
 
 
 def one_pass(ds, options, split="train", ctx=None, batch=10, training=False):
-    built = pipeline.build(ds, split, options, ctx, batch_size=batch, training=training, repeat=False,
-                           seed=3, shuffle_buffer=50)
+    built = pipeline.build(
+        ds, split, options, ctx, batch_size=batch, training=training, repeat=False, seed=3, shuffle_buffer=50
+    )
     return ids_of(built.dataset), built
 
 
@@ -102,8 +103,9 @@ def test_every_stage_switch_still_gives_every_example(indexed):
 
 def test_cache_serves_the_second_epoch(indexed, tmp_path):
     for path in ("", str(tmp_path / "cache")):
-        built = pipeline.build(indexed, "train", PipelineOptions(cache=True, cache_path=path), batch_size=N,
-                               training=False, repeat=True)
+        built = pipeline.build(
+            indexed, "train", PipelineOptions(cache=True, cache_path=path), batch_size=N, training=False, repeat=True
+        )
         it = iter(built.dataset)
         first, second = sorted(next(it)["id"].numpy()), sorted(next(it)["id"].numpy())
         assert first == second == list(range(N)) and built.cached

@@ -36,8 +36,21 @@ def test_plugin_is_listed_and_trains_through_make(installed_plugin, tmp_path):
     assert listing.returncode == 0, listing.stderr
     assert any(line.split()[:2] == ["rings", "stoker-rings"] for line in listing.stdout.splitlines()), listing.stdout
     data, runs = tmp_path / "data", tmp_path / "runs"
-    out = _run(["make", "train", "DATASET=rings", f"DATA_DIR={data}", "MODEL=clicks_mlp", "STRATEGY=one_device",
-                "EPOCHS=2", "BATCH=64", "RUN=rings", f"SET=train.runs_dir={runs}"], timeout=600)
+    out = _run(
+        [
+            "make",
+            "train",
+            "DATASET=rings",
+            f"DATA_DIR={data}",
+            "MODEL=clicks_mlp",
+            "STRATEGY=one_device",
+            "EPOCHS=2",
+            "BATCH=64",
+            "RUN=rings",
+            f"SET=train.runs_dir={runs}",
+        ],
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     metrics = json.loads((runs / "rings" / "metrics.json").read_text())
     assert metrics["dataset"] == "rings" and metrics["steps"] == 2 * (2048 // 64)

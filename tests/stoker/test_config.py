@@ -29,15 +29,18 @@ def test_config_is_frozen():
         c.train.epochs = 9  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("item,message", [
-    ("pipeline.cahce=false", r"unknown config key 'pipeline.cahce' \(did you mean pipeline.cache"),
-    ("trian.epochs=2", r"unknown config key 'trian'"),
-    ("train.epochs=two", r"train.epochs='two': expected an integer"),
-    ("pipeline.cache=maybe", r"pipeline.cache='maybe': expected true or false"),
-    ("train.learning_rate=fast", r"train.learning_rate='fast': expected a number"),
-    ("train=3", r"train is a section: give train.<key>=value"),
-    ("novalue", r"override 'novalue' is not KEY=value"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("pipeline.cahce=false", r"unknown config key 'pipeline.cahce' \(did you mean pipeline.cache"),
+        ("trian.epochs=2", r"unknown config key 'trian'"),
+        ("train.epochs=two", r"train.epochs='two': expected an integer"),
+        ("pipeline.cache=maybe", r"pipeline.cache='maybe': expected true or false"),
+        ("train.learning_rate=fast", r"train.learning_rate='fast': expected a number"),
+        ("train=3", r"train is a section: give train.<key>=value"),
+        ("novalue", r"override 'novalue' is not KEY=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(ConfigError, match=message):
         run_config.from_args([], [item])

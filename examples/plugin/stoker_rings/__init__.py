@@ -36,8 +36,11 @@ class Rings(Dataset):
 
     @property
     def element_spec(self):
-        return {"x": tf.TensorSpec([2], tf.float32), "label": tf.TensorSpec([], tf.int64),
-                "id": tf.TensorSpec([], tf.int64)}
+        return {
+            "x": tf.TensorSpec([2], tf.float32),
+            "label": tf.TensorSpec([], tf.int64),
+            "id": tf.TensorSpec([], tf.int64),
+        }
 
     @property
     def num_classes(self):
