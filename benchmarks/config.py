@@ -28,7 +28,7 @@ class BenchConfig:
     shuffle_buffer: int = 1024  # examples in every shuffle buffer (stoker and the loaders alike)
     clicks_rows: int = 200_000  # train rows of clicks
     clicks_window_batches: int = 300  # batches per timed window on clicks
-    ceiling_images: int = 512  # in-memory JPEGs decoded per timed window of the decode ceiling
+    ceiling_images: int = 1024  # in-memory JPEGs decoded per timed window of the decode ceiling
     cores: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
 
     def __post_init__(self) -> None:

@@ -18,6 +18,12 @@ AREA = (0.08, 1.0)  # random resized crop: fraction of the image area kept
 RATIO = (3 / 4, 4 / 3)  # random resized crop: aspect ratios allowed
 
 
+# Plain tensor code with no Python control flow on tensors: AutoGraph is told not to convert it,
+# which also keeps it from re-reading other modules' source files while they are being edited.
+graph_fn = tf.autograph.experimental.do_not_convert
+
+
+@graph_fn
 def crop_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """[y, x, h, w] of a random-resized-crop window of an image of ``shape`` (stateless, keyed by ``seed``)."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -26,6 +32,7 @@ def crop_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
+@graph_fn
 def random_resized_crop(jpeg: tf.Tensor, seed: tf.Tensor, *, crop: int, fused: bool = True) -> tf.Tensor:
     """float32 [crop, crop, 3] in 0..255: random window, resized, randomly flipped.
 
@@ -44,6 +51,7 @@ def random_resized_crop(jpeg: tf.Tensor, seed: tf.Tensor, *, crop: int, fused: b
     return tf.image.resize(image, [crop, crop], method="bilinear")
 
 
+@graph_fn
 def normalize(image: tf.Tensor, mean: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
     """float 0..255 to (x / 255 - mean) / std per channel, as one multiply and one add."""
     scale = 1.0 / (255.0 * std)
@@ -68,14 +76,17 @@ class ImagenetShapes(Shapes):
         records = sum(s["num_examples"] for s in shards)
         return sum(s["bytes"] for s in shards) // records if records else 64 * 1024
 
+    @graph_fn
     def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
         """Parse a batch of Examples; the JPEGs stay encoded (decoded in augment)."""
         return tf.io.parse_example(records, FEATURES)
 
+    @graph_fn
     def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Random resized crop (decoding only the window when fused) and flip."""
         return dict(example, image=random_resized_crop(example["image"], seed, crop=self.crop, fused=self.fused))
 
+    @graph_fn
     def preprocess(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Normalize by the train split's channel mean and std."""
         return dict(example, image=normalize(example["image"], *self.moments()))
@@ -100,10 +111,12 @@ class PixelShapes(ImagenetShapes):
     def example_bytes(self) -> int:
         return Shapes.example_bytes(self)
 
+    @graph_fn
     def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
         """Parse a batch of Examples and decode every JPEG (uint8 pixels)."""
         return Shapes.parse(self, records)
 
+    @graph_fn
     def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Random resized crop of the decoded pixels, then flip."""
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
