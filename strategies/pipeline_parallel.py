@@ -83,6 +83,9 @@ class Pipeline(Backend):
     def stages(self, model) -> list[Stage]:
         """The model's stages (made once per model, host)."""
         if self._model is not model:
+            if type(model).__name__ != "Sequential":
+                raise ValueError(f"STRATEGY=pipeline splits a Sequential model by layers; {model.name!r} is a "
+                                 f"{type(model).__name__}: register it as a Sequential or use another STRATEGY")
             groups = split_layers(list(model.layers), self.options.stages)
             self._stages = [Stage(g, d, self.options.remat) for g, d in zip(groups, self.devices, strict=True)]
             self._model = model
