@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import tensorflow as tf
 import tf_keras as keras
 
 from stoker.registry import Registry
@@ -67,6 +68,7 @@ class _Residual(keras.layers.Layer):
         self.bn_b = keras.layers.BatchNormalization()
         self.proj = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False) if stride > 1 else None
 
+    @tf.autograph.experimental.do_not_convert  # plain Python control flow: converting it only costs seconds
     def call(self, x, training=False):
         h = keras.activations.relu(self.bn_a(self.a(x), training=training))
         h = self.bn_b(self.b(h), training=training)
