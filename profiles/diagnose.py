@@ -59,8 +59,10 @@ class Diagnosis:
     @property
     def summary(self) -> str:
         """One line: verdict, fraction, speedup and bottleneck."""
-        line = (f"{self.verdict_text}: {100 * self.input_fraction:.1f}% of the step time waits for input; "
-                f"{self.speedup_if_input_free:.2f}x faster if input were free")
+        line = (
+            f"{self.verdict_text}: {100 * self.input_fraction:.1f}% of the step time waits for input; "
+            f"{self.speedup_if_input_free:.2f}x faster if input were free"
+        )
         return line + (f"; costliest stage: {self.bottleneck}" if self.bottleneck else "")
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,17 +101,22 @@ def diagnose(m: Measurements) -> Diagnosis:
     bottleneck = max(steady, key=lambda c: c.s_per_example).name if steady else None
     v = verdict(fraction)
     return Diagnosis(
-        input_fraction=fraction, verdict=v, speedup_if_input_free=max(1.0, m.step_s / m.compute_step_s),
-        input_vs_compute=m.input_examples_per_s / m.compute_examples_per_s, bottleneck=bottleneck,
+        input_fraction=fraction,
+        verdict=v,
+        speedup_if_input_free=max(1.0, m.step_s / m.compute_step_s),
+        input_vs_compute=m.input_examples_per_s / m.compute_examples_per_s,
+        bottleneck=bottleneck,
         input_cost_fraction=max(0.0, 1.0 - m.compute_step_s / m.step_s),
-        stage_costs=costs, advice=tuple(advise(m, v, _costly(costs, bottleneck))),
+        stage_costs=costs,
+        advice=tuple(advise(m, v, _costly(costs, bottleneck))),
     )
 
 
 def _costly(costs: tuple[StageCost, ...], bottleneck: str | None) -> list[str]:
     """The costliest stage first, then every other stage taking at least ``SECONDARY`` of the steady time."""
-    rest = sorted((c for c in costs if c.every_epoch and c.name != bottleneck and c.share >= SECONDARY),
-                  key=lambda c: -c.share)
+    rest = sorted(
+        (c for c in costs if c.every_epoch and c.name != bottleneck and c.share >= SECONDARY), key=lambda c: -c.share
+    )
     return ([bottleneck] if bottleneck else []) + [c.name for c in rest]
 
 
@@ -117,13 +124,22 @@ def advise(m: Measurements, v: str, costly: list[str]) -> list[Advice]:
     """Settings to try for the ``costly`` stages (costliest first); a note on the model when input keeps up."""
     s = m.setup
     if v == "not":
-        return [Advice("MIXED_PRECISION=1", "input keeps up with the model: speed up the step itself "
-                       "(train.mixed_precision, a larger BATCH=, a faster device) before touching the pipeline"),
-                *_for_host(m)]
+        return [
+            Advice(
+                "MIXED_PRECISION=1",
+                "input keeps up with the model: speed up the step itself "
+                "(train.mixed_precision, a larger BATCH=, a faster device) before touching the pipeline",
+            ),
+            *_for_host(m),
+        ]
     out: list[Advice] = []
     if not s.prefetch:
-        out.append(Advice("pipeline.prefetch=true pipeline.prefetch_buffer=-1",
-                          "no prefetch: input and compute take turns; prefetch overlaps them"))
+        out.append(
+            Advice(
+                "pipeline.prefetch=true pipeline.prefetch_buffer=-1",
+                "no prefetch: input and compute take turns; prefetch overlaps them",
+            )
+        )
     for stage in costly:
         out += _for_stage(s, stage)
     out += _for_host(m)
@@ -143,41 +159,75 @@ def _for_stage(s: Setup, stage: str | None) -> list[Advice]:
     if stage == "shuffle":
         return _for_shuffle(s)
     if stage == "cache":
-        return [Advice("pipeline.cache_path=", "reading the cache is the costliest stage: keep it in memory "
-                       "rather than on disk when the parsed split fits")] if s.cache_fits() else []
+        return (
+            [
+                Advice(
+                    "pipeline.cache_path=",
+                    "reading the cache is the costliest stage: keep it in memory "
+                    "rather than on disk when the parsed split fits",
+                )
+            ]
+            if s.cache_fits()
+            else []
+        )
     return []
 
 
 def _for_shuffle(s: Setup) -> list[Advice]:
     whole = s.split_examples is not None and s.shuffle_buffer >= s.split_examples
     smaller = max(1, (s.split_examples if whole else s.shuffle_buffer) // 4)
-    why = (f"the buffer ({s.shuffle_buffer}) holds the whole split ({s.split_examples} examples), so every epoch "
-           f"reads all of it before its first batch" if whole else
-           f"filling the {s.shuffle_buffer}-example buffer dominates")
-    return [Advice(f"data.shuffle_buffer={smaller}", f"{why}; a smaller buffer starts sooner (files are shuffled "
-                   f"too, so order stays mixed)")]
+    why = (
+        f"the buffer ({s.shuffle_buffer}) holds the whole split ({s.split_examples} examples), so every epoch "
+        f"reads all of it before its first batch"
+        if whole
+        else f"filling the {s.shuffle_buffer}-example buffer dominates"
+    )
+    return [
+        Advice(
+            f"data.shuffle_buffer={smaller}",
+            f"{why}; a smaller buffer starts sooner (files are shuffled too, so order stays mixed)",
+        )
+    ]
 
 
 def _cache_advice(s: Setup, stage: str) -> list[Advice]:
     if s.cache or not s.cache_fits():
         return []
-    return [Advice("pipeline.cache=true", f"{stage} is paid every epoch, but the parsed split is about "
-                   f"{s.parsed_split_mb:.0f} MiB and {s.available_ram_mb / 1024:.1f} GiB of RAM is free: cache after "
-                   f"parse and {stage} runs only in the first epoch")]
+    return [
+        Advice(
+            "pipeline.cache=true",
+            f"{stage} is paid every epoch, but the parsed split is about "
+            f"{s.parsed_split_mb:.0f} MiB and {s.available_ram_mb / 1024:.1f} GiB of RAM is free: cache after "
+            f"parse and {stage} runs only in the first epoch",
+        )
+    ]
 
 
 def _for_read(s: Setup) -> list[Advice]:
     out = []
     if not s.interleave or s.read_parallelism == 1:
-        out.append(Advice("pipeline.interleave=true pipeline.read_parallelism=-1",
-                          f"files are read one at a time ({s.parallel_reads} parallel read)"))
+        out.append(
+            Advice(
+                "pipeline.interleave=true pipeline.read_parallelism=-1",
+                f"files are read one at a time ({s.parallel_reads} parallel read)",
+            )
+        )
     want = max(s.cycle_length, 2 * s.cpu_count)
     if s.files and s.files < max(s.parallel_reads, 2):
-        out.append(Advice(f"SHARDS={want}", f"only {s.files} file(s) for {s.parallel_reads} parallel reads: "
-                          f"write {want} shards (data.shards, then make prepare) so reads can overlap"))
+        out.append(
+            Advice(
+                f"SHARDS={want}",
+                f"only {s.files} file(s) for {s.parallel_reads} parallel reads: "
+                f"write {want} shards (data.shards, then make prepare) so reads can overlap",
+            )
+        )
     elif s.interleave and s.files > s.cycle_length:
-        out.append(Advice(f"pipeline.cycle_length={min(s.files, want)}",
-                          f"{s.files} files but only {s.cycle_length} are read at once"))
+        out.append(
+            Advice(
+                f"pipeline.cycle_length={min(s.files, want)}",
+                f"{s.files} files but only {s.cycle_length} are read at once",
+            )
+        )
     return out + _cache_advice(s, "read")
 
 
@@ -186,12 +236,22 @@ def _for_parse(s: Setup) -> list[Advice]:
     if s.map_parallelism == 1:
         out.append(Advice("pipeline.map_parallelism=-1", "parse runs on one core; AUTOTUNE runs it in parallel"))
     if not s.vectorize:
-        out.append(Advice("pipeline.vectorize=true", "records are parsed one by one; a batched parse "
-                          "(pipeline.parse_batch) pays the per-call overhead once per batch"))
+        out.append(
+            Advice(
+                "pipeline.vectorize=true",
+                "records are parsed one by one; a batched parse "
+                "(pipeline.parse_batch) pays the per-call overhead once per batch",
+            )
+        )
     out += _cache_advice(s, "parse")
     if s.decodes_images and s.preset != "dali":
-        out.append(Advice("PIPELINE=dali", "parse decodes images: DALI decodes (and augments) on its own threads, "
-                          "or on the GPU where there is one"))
+        out.append(
+            Advice(
+                "PIPELINE=dali",
+                "parse decodes images: DALI decodes (and augments) on its own threads, "
+                "or on the GPU where there is one",
+            )
+        )
     return out
 
 
@@ -200,8 +260,13 @@ def _for_map(s: Setup, stage: str) -> list[Advice]:
     if s.map_parallelism == 1:
         out.append(Advice("pipeline.map_parallelism=-1", f"{stage} runs on one core; AUTOTUNE runs it in parallel"))
     if stage == "augment" and s.decodes_images and s.preset != "dali":
-        out.append(Advice("PIPELINE=dali", "image augmentation is the costliest stage: DALI runs decode and "
-                          "augmentation in its own optimized pipeline"))
+        out.append(
+            Advice(
+                "PIPELINE=dali",
+                "image augmentation is the costliest stage: DALI runs decode and "
+                "augmentation in its own optimized pipeline",
+            )
+        )
     return out
 
 
@@ -214,10 +279,17 @@ def _for_host(m: Measurements) -> list[Advice]:
     if not parallel or s.data_service or not (short or contended):
         return []
     workers = max(1, math.ceil(m.compute_examples_per_s / m.input_examples_per_s)) if short else 1
-    reason = (f"the pipeline is already parallel on {s.cpu_count} core(s) but gives "
-              f"{m.input_examples_per_s:.0f} examples/s where the model takes {m.compute_examples_per_s:.0f}"
-              if short else
-              f"the step takes {m.compute_s * 1e3:.1f} ms beside the pipeline but {m.compute_step_s * 1e3:.1f} ms "
-              f"alone: preprocessing competes with the model for the host's CPU")
-    return [Advice(SERVICE, f"{reason}; run `make data-service WORKERS={workers}` (tf.data service workers) "
-                   f"on other hosts and point the run at the dispatcher")]
+    reason = (
+        f"the pipeline is already parallel on {s.cpu_count} core(s) but gives "
+        f"{m.input_examples_per_s:.0f} examples/s where the model takes {m.compute_examples_per_s:.0f}"
+        if short
+        else f"the step takes {m.compute_s * 1e3:.1f} ms beside the pipeline but {m.compute_step_s * 1e3:.1f} ms "
+        f"alone: preprocessing competes with the model for the host's CPU"
+    )
+    return [
+        Advice(
+            SERVICE,
+            f"{reason}; run `make data-service WORKERS={workers}` (tf.data service workers) "
+            f"on other hosts and point the run at the dispatcher",
+        )
+    ]

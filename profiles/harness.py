@@ -46,8 +46,10 @@ class Profile:
 def profile(config: RunConfig) -> Profile:
     """Measure, diagnose and report for ``config`` (the same config ``make train`` would run)."""
     if config.strategy.name not in SINGLE_PROCESS:
-        raise StokerError(f"make profile measures one process; STRATEGY={config.strategy.name} launches several. "
-                          f"Profile with STRATEGY=mirrored (or one_device) on one host")
+        raise StokerError(
+            f"make profile measures one process; STRATEGY={config.strategy.name} launches several. "
+            f"Profile with STRATEGY=mirrored (or one_device) on one host"
+        )
     backend = make_backend(config.strategy)
     try:
         return _profile(config, backend)
@@ -60,9 +62,16 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
     ensure_prepared(dataset, config)
     setup_precision_and_seeds(config, config.strategy.name)
     t, p = config.train, config.profile
-    built = pipeline.build(dataset, config.data.train_split, config.pipeline, backend.input_context(),
-                           batch_size=t.batch_size, training=True, seed=config.data.seed,
-                           shuffle_buffer=config.data.shuffle_buffer)
+    built = pipeline.build(
+        dataset,
+        config.data.train_split,
+        config.pipeline,
+        backend.input_context(),
+        batch_size=t.batch_size,
+        training=True,
+        seed=config.data.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
     model, optimizer = build_model(config, dataset, backend, backend.topology.replicas)
     trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
     fk, lk = dataset.feature_key, dataset.label_key
@@ -73,24 +82,39 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
 
     n = dataset.num_examples(config.data.train_split)
     epoch = math.ceil(n / built.batch_size) if built.cached and n else 0
-    plan = scenarios.Plan(steps=p.steps, reps=p.reps, warmup_steps=p.warmup_steps,
-                          stage_batches=p.stage_batches, epoch_batches=epoch)
+    plan = scenarios.Plan(
+        steps=p.steps, reps=p.reps, warmup_steps=p.warmup_steps, stage_batches=p.stage_batches, epoch_batches=epoch
+    )
     log.info("input-only: the pipeline alone (%d steps)", p.steps)
     inp = scenarios.input_only(built.dataset, plan)
     iterator = iter(built.dataset)
-    log.info("compute-only (one cached batch) and end-to-end (real steps), alternating windows (%d steps each)",
-             plan.reps * plan.per_rep)
+    log.info(
+        "compute-only (one cached batch) and end-to-end (real steps), alternating windows (%d steps each)",
+        plan.reps * plan.per_rep,
+    )
     times = scenarios.compute_and_end_to_end(step, iterator, plan)
     out_dir = config.run_dir / "profile"
     tb = _trace(step, iterator, p.trace_steps, out_dir)
     log.info("prefixes: each stage added in turn (%d batches x %d windows each)", p.stage_batches, p.reps)
     rates = scenarios.time_prefixes(
-        scenarios.prefixes(dataset, config.data.train_split, config.pipeline, built, seed=config.data.seed,
-                           shuffle_buffer=config.data.shuffle_buffer), plan)
+        scenarios.prefixes(
+            dataset,
+            config.data.train_split,
+            config.pipeline,
+            built,
+            seed=config.data.seed,
+            shuffle_buffer=config.data.shuffle_buffer,
+        ),
+        plan,
+    )
     m = Measurements(
-        setup=_setup(config, dataset, built), input_examples_per_s=inp.median, input_first_batch_s=inp.first_s,
-        compute_step_s=times.compute_only_s, wait_s=scenarios.windowed_mean(times.waits, p.reps),
-        compute_s=scenarios.windowed_mean(times.computes, p.reps), step_waits=times.waits,
+        setup=_setup(config, dataset, built),
+        input_examples_per_s=inp.median,
+        input_first_batch_s=inp.first_s,
+        compute_step_s=times.compute_only_s,
+        wait_s=scenarios.windowed_mean(times.waits, p.reps),
+        compute_s=scenarios.windowed_mean(times.computes, p.reps),
+        step_waits=times.waits,
         step_computes=times.computes,
         stages=tuple(rates),
     )
@@ -116,14 +140,25 @@ def _setup(config: RunConfig, dataset: Dataset, built: Built) -> Setup:
     n = dataset.num_examples(config.data.train_split)
     spec = dataset.element_spec.get(dataset.feature_key)
     return Setup(
-        dataset=dataset.name, preset=o.preset, batch_size=config.train.batch_size, files=len(built.files),
-        interleave=bool(o.interleave), cycle_length=o.cycle_length, read_parallelism=int(o.read_parallelism),
-        map_parallelism=int(o.map_parallelism), vectorize=bool(o.vectorize), cache=built.cached,
-        prefetch=bool(o.prefetch), data_service=o.data_service, split_examples=n,
+        dataset=dataset.name,
+        preset=o.preset,
+        batch_size=config.train.batch_size,
+        files=len(built.files),
+        interleave=bool(o.interleave),
+        cycle_length=o.cycle_length,
+        read_parallelism=int(o.read_parallelism),
+        map_parallelism=int(o.map_parallelism),
+        vectorize=bool(o.vectorize),
+        cache=built.cached,
+        prefetch=bool(o.prefetch),
+        data_service=o.data_service,
+        split_examples=n,
         shuffle_buffer=config.data.shuffle_buffer if o.shuffle else 0,
         parsed_split_mb=n * dataset.example_bytes() / 2**20 if n else None,
-        available_ram_mb=psutil.virtual_memory().available / 2**20, cache_budget_mb=o.cache_budget_mb,
-        decodes_images=_decodes_images(dataset, spec), has_augment=dataset.has_augment,
+        available_ram_mb=psutil.virtual_memory().available / 2**20,
+        cache_budget_mb=o.cache_budget_mb,
+        decodes_images=_decodes_images(dataset, spec),
+        has_augment=dataset.has_augment,
         cpu_count=len(os.sched_getaffinity(0)),
     )
 

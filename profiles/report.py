@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 FILES = ("report.json", "report.md", "chart.png")
 
 
-def write(out_dir: Path, m: Measurements, d: Diagnosis, *, config: Any = None,
-          tensorboard: TensorBoardVerdict | None = None) -> list[Path]:
+def write(
+    out_dir: Path, m: Measurements, d: Diagnosis, *, config: Any = None, tensorboard: TensorBoardVerdict | None = None
+) -> list[Path]:
     """Write the three files into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     body = {
@@ -44,22 +45,28 @@ def _title(config: Any, m: Measurements) -> str:
     s = m.setup
     if config is None:
         return f"{s.dataset}, PIPELINE={s.preset}, BATCH={s.batch_size}"
-    return (f"{config.train.run_name}: DATASET={s.dataset} PIPELINE={s.preset} STRATEGY={config.strategy.name} "
-            f"BATCH={s.batch_size}")
+    return (
+        f"{config.train.run_name}: DATASET={s.dataset} PIPELINE={s.preset} STRATEGY={config.strategy.name} "
+        f"BATCH={s.batch_size}"
+    )
 
 
 def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, title: str) -> str:
     """The human report: verdict, the three scenarios, the stages and the advice."""
     ms = lambda s: f"{1e3 * s:.1f} ms"  # noqa: E731
     lines = [
-        f"# Profile — {title}", "",
+        f"# Profile — {title}",
+        "",
         f"**Verdict: {d.verdict_text}.** {100 * d.input_fraction:.1f}% of the step time waits for input; "
         f"the step would be {d.speedup_if_input_free:.2f}x faster if input were free"
-        + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else "."), "",
+        + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else "."),
+        "",
         f"Input costs {100 * d.input_cost_fraction:.0f}% of the end-to-end step in all: the wait, plus the step "
         f"slowed from {ms(m.compute_step_s)} alone to {ms(m.compute_s)} beside the pipeline (they share the "
-        f"host's CPU). The pipeline alone gives {d.input_vs_compute:.2f}x what the model consumes.", "",
-        "| scenario | result |", "| --- | --- |",
+        f"host's CPU). The pipeline alone gives {d.input_vs_compute:.2f}x what the model consumes.",
+        "",
+        "| scenario | result |",
+        "| --- | --- |",
         f"| input-only (pipeline alone) | {m.input_examples_per_s:,.0f} examples/s; first batch after "
         f"{m.input_first_batch_s:.2f} s |",
         f"| compute-only (one cached batch) | {ms(m.compute_step_s)} per step = "
@@ -68,19 +75,30 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
         f"{ms(m.compute_s)} ({len(m.step_waits)} steps) |",
     ]
     if tb:
-        lines.append(f"| TensorBoard's analyzer ({tb.steps} traced steps) | {tb.input_percent:.1f}% input: "
-                     f"{tb.conclusion} |")
-    lines += ["", "## Stages", "", "Each row times the pipeline cut after that stage; *adds* is what the stage "
-              "adds per 1000 examples.", "", "| + stage | examples/s | adds | share of steady time |",
-              "| --- | ---: | ---: | ---: |"]
+        lines.append(
+            f"| TensorBoard's analyzer ({tb.steps} traced steps) | {tb.input_percent:.1f}% input: {tb.conclusion} |"
+        )
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "Each row times the pipeline cut after that stage; *adds* is what the stage adds per 1000 examples.",
+        "",
+        "| + stage | examples/s | adds | share of steady time |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for rate, cost in zip(m.stages, d.stage_costs, strict=True):
         share = f"{100 * cost.share:.0f}%" if cost.every_epoch else "first epoch only (cached)"
         mark = " **(costliest)**" if rate.name == d.bottleneck else ""
         lines.append(f"| {rate.name}{mark} | {rate.examples_per_s:,.0f} | {ms(1000 * cost.s_per_example)} | {share} |")
     lines += ["", "## Advice", ""]
     lines += [f"- `{a.setting}`: {a.why}" for a in d.advice] or ["- nothing to change"]
-    lines += ["", "Files: `report.json` (raw figures), `chart.png`; the trace opens with "
-              "`make tensorboard RUN=<run>` (Profile tab).", ""]
+    lines += [
+        "",
+        "Files: `report.json` (raw figures), `chart.png`; the trace opens with "
+        "`make tensorboard RUN=<run>` (Profile tab).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -56,8 +56,13 @@ def batch_examples(batch: Any) -> int:
 
 def input_only(dataset: tf.data.Dataset, plan: Plan) -> timing.Throughput:
     """Examples/s of the whole pipeline iterated alone; its warm-up fills the cache (the first epoch)."""
-    return timing.measure(lambda: iter(dataset), elements=plan.per_rep, reps=plan.reps,
-                          warmup=plan.warmup_windows(), size_of=batch_examples)
+    return timing.measure(
+        lambda: iter(dataset),
+        elements=plan.per_rep,
+        reps=plan.reps,
+        warmup=plan.warmup_windows(),
+        size_of=batch_examples,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +87,18 @@ def compute_and_end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) 
         step(cached)
     waits, computes = end_to_end(step, iterator, plan)
     windows = [_window_of_steps(step, cached, plan.per_rep) for _ in range(plan.reps)]
-    log.info("compute-only windows (ms per step): %s; end-to-end compute median %.1f ms",
-             " ".join(f"{1e3 * w:.1f}" for w in windows), 1e3 * statistics.median(computes))
+    log.info(
+        "compute-only windows (ms per step): %s; end-to-end compute median %.1f ms",
+        " ".join(f"{1e3 * w:.1f}" for w in windows),
+        1e3 * statistics.median(computes),
+    )
     return StepTimings(statistics.median(windows), tuple(waits), tuple(computes))
 
 
 def windowed_mean(values: tuple[float, ...] | list[float], reps: int) -> float:
     """Median over ``reps`` contiguous windows of each window's mean: one hiccup moves one window only."""
     n = max(1, len(values) // max(1, reps))
-    windows = [values[i:i + n] for i in range(0, len(values) - n + 1, n)] or [values]
+    windows = [values[i : i + n] for i in range(0, len(values) - n + 1, n)] or [values]
     return statistics.median(sum(w) / len(w) for w in windows)
 
 
@@ -125,8 +133,9 @@ class Prefix:
     fill: tf.data.Dataset | None = None  # iterate once before timing (fills the cache)
 
 
-def prefixes(dataset: Dataset, split: str, options: PipelineOptions, built: Built, *, seed: int,
-             shuffle_buffer: int) -> list[Prefix]:
+def prefixes(
+    dataset: Dataset, split: str, options: PipelineOptions, built: Built, *, seed: int, shuffle_buffer: int
+) -> list[Prefix]:
     """Every prefix of ``pipeline.build``'s stage order for one input pipeline (training).
 
     Composes ``ingest.stages`` in the same order as ``ingest.pipeline.build``; prefixes that
@@ -160,8 +169,12 @@ def prefixes(dataset: Dataset, split: str, options: PipelineOptions, built: Buil
     ds = stages.per_example(ds, dataset.preprocess, options=options)
     chain.append(("preprocess", ds, True))
     ds = stages.batch(ds, size=size, drop_remainder=True)
-    out = [Prefix(name, _measured(d if rep else d.repeat(), size, options),
-                  fill if name not in ("read", "parse") else None) for name, d, rep in chain]
+    out = [
+        Prefix(
+            name, _measured(d if rep else d.repeat(), size, options), fill if name not in ("read", "parse") else None
+        )
+        for name, d, rep in chain
+    ]
     out.append(Prefix("batch", stages.with_options(ds, options=options), fill))
     if options.prefetch:
         out.append(Prefix("prefetch", stages.prefetch(stages.with_options(ds, options=options), options=options), fill))
@@ -190,8 +203,9 @@ def time_prefixes(prefix_list: list[Prefix], plan: Plan) -> list[StageRate]:
     _fill_caches(prefix_list)
     rates = []
     for p in prefix_list:
-        r = timing.measure(lambda p=p: iter(p.dataset), elements=plan.stage_batches, reps=plan.reps, warmup=1,
-                           size_of=batch_examples)
+        r = timing.measure(
+            lambda p=p: iter(p.dataset), elements=plan.stage_batches, reps=plan.reps, warmup=1, size_of=batch_examples
+        )
         log.info("prefix %-12s %9.0f examples/s (first batch %.2f s)", f"+{p.name}", r.median, r.first_s)
         rates.append(StageRate(name=p.name, examples_per_s=r.median, first_s=r.first_s))
     return rates

@@ -32,8 +32,14 @@ def _count(element: Any, size_of: Callable[[Any], int] | None) -> int:
     return size_of(element) if size_of else 1
 
 
-def measure(make_iter: Callable[[], Iterator[Any]], *, elements: int, reps: int = 5, warmup: int = 1,
-            size_of: Callable[[Any], int] | None = None) -> Throughput:
+def measure(
+    make_iter: Callable[[], Iterator[Any]],
+    *,
+    elements: int,
+    reps: int = 5,
+    warmup: int = 1,
+    size_of: Callable[[Any], int] | None = None,
+) -> Throughput:
     """Time ``reps`` windows of ``elements`` elements from one iterator made by ``make_iter``.
 
     The first element is timed alone; ``warmup`` windows run untimed (filling caches,

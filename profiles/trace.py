@@ -77,5 +77,6 @@ def tensorboard_verdict(xplane: Path) -> TensorBoardVerdict:
     step_ms = [r["c"][cols.index("stepTimeMs")]["v"] for r in rows]
     input_ms = [r["c"][cols.index("infeedTimeMs")]["v"] for r in rows]
     percent = 100.0 * sum(input_ms) / sum(step_ms) if sum(step_ms) else 0.0
-    return TensorBoardVerdict(len(rows), percent, float(props.get("steptime_ms_average", "nan")),
-                              props.get("input_conclusion", ""))
+    return TensorBoardVerdict(
+        len(rows), percent, float(props.get("steptime_ms_average", "nan")), props.get("input_conclusion", "")
+    )

@@ -45,8 +45,11 @@ class Planted(Dataset):
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:
-        return {"image": tf.TensorSpec([SIZE, SIZE, 3], tf.uint8), "label": tf.TensorSpec([], tf.int64),
-                "id": tf.TensorSpec([], tf.int64)}
+        return {
+            "image": tf.TensorSpec([SIZE, SIZE, 3], tf.uint8),
+            "label": tf.TensorSpec([], tf.int64),
+            "id": tf.TensorSpec([], tf.int64),
+        }
 
     @property
     def num_classes(self) -> int:

@@ -10,9 +10,21 @@ from profiles.diagnose import diagnose, stage_costs, verdict
 from profiles.measurements import Measurements, Setup, StageRate
 
 OPTIMIZED = Setup(files=8, parsed_split_mb=100.0, available_ram_mb=16000.0, cpu_count=2)
-NAIVE = Setup(preset="naive", files=8, interleave=False, read_parallelism=1, map_parallelism=1, vectorize=False,
-              cache=False, prefetch=False, parsed_split_mb=100.0, available_ram_mb=16000.0, decodes_images=True,
-              has_augment=True, cpu_count=2)
+NAIVE = Setup(
+    preset="naive",
+    files=8,
+    interleave=False,
+    read_parallelism=1,
+    map_parallelism=1,
+    vectorize=False,
+    cache=False,
+    prefetch=False,
+    parsed_split_mb=100.0,
+    available_ram_mb=16000.0,
+    decodes_images=True,
+    has_augment=True,
+    cpu_count=2,
+)
 
 
 def rates(**per_stage: float) -> tuple[StageRate, ...]:
@@ -24,16 +36,39 @@ def rates(**per_stage: float) -> tuple[StageRate, ...]:
     return tuple(out)
 
 
-def make(setup: Setup = OPTIMIZED, *, wait: float, compute: float = 0.010, alone: float | None = None,
-         input_rate: float = 10_000.0, stages: tuple[StageRate, ...] = ()) -> Measurements:
-    return Measurements(setup=setup, input_examples_per_s=input_rate, input_first_batch_s=0.5,
-                        compute_step_s=compute if alone is None else alone, wait_s=wait, compute_s=compute,
-                        step_waits=(wait,) * 3, step_computes=(compute,) * 3, stages=stages)
+def make(
+    setup: Setup = OPTIMIZED,
+    *,
+    wait: float,
+    compute: float = 0.010,
+    alone: float | None = None,
+    input_rate: float = 10_000.0,
+    stages: tuple[StageRate, ...] = (),
+) -> Measurements:
+    return Measurements(
+        setup=setup,
+        input_examples_per_s=input_rate,
+        input_first_batch_s=0.5,
+        compute_step_s=compute if alone is None else alone,
+        wait_s=wait,
+        compute_s=compute,
+        step_waits=(wait,) * 3,
+        step_computes=(compute,) * 3,
+        stages=stages,
+    )
 
 
-@pytest.mark.parametrize("fraction, expected", [
-    (0.0, "not"), (0.049, "not"), (0.05, "moderately"), (0.199, "moderately"), (0.20, "highly"), (0.9, "highly"),
-])
+@pytest.mark.parametrize(
+    "fraction, expected",
+    [
+        (0.0, "not"),
+        (0.049, "not"),
+        (0.05, "moderately"),
+        (0.199, "moderately"),
+        (0.20, "highly"),
+        (0.9, "highly"),
+    ],
+)
 def test_verdict_classes_match_tensorboards(fraction, expected):
     assert verdict(fraction) == expected
 
@@ -53,8 +88,9 @@ def test_not_input_bound_advises_the_model_not_the_pipeline():
 
 
 def test_costliest_stage_is_the_largest_marginal_cost():
-    m = make(NAIVE, wait=0.02, stages=rates(read=1e-5, parse=5e-4, shuffle=1e-6, augment=2e-5, preprocess=1e-5,
-                                             batch=1e-6))
+    m = make(
+        NAIVE, wait=0.02, stages=rates(read=1e-5, parse=5e-4, shuffle=1e-6, augment=2e-5, preprocess=1e-5, batch=1e-6)
+    )
     d = diagnose(m)
     assert d.bottleneck == "parse"
     assert [c.name for c in d.stage_costs] == ["read", "parse", "shuffle", "augment", "preprocess", "batch"]
@@ -70,8 +106,10 @@ def test_a_faster_prefix_costs_nothing_rather_than_negative():
 
 def test_stages_before_a_warm_cache_are_first_epoch_only():
     # parse is slow but cached: in the steady state, augment is what costs.
-    stages = tuple(StageRate(name=n, examples_per_s=r) for n, r in
-                   [("read", 1e5), ("parse", 1e3), ("cache", 1e5), ("augment", 1 / 5.1e-4), ("preprocess", 1 / 5.2e-4)])
+    stages = tuple(
+        StageRate(name=n, examples_per_s=r)
+        for n, r in [("read", 1e5), ("parse", 1e3), ("cache", 1e5), ("augment", 1 / 5.1e-4), ("preprocess", 1 / 5.2e-4)]
+    )
     d = diagnose(make(OPTIMIZED, wait=0.02, stages=stages))
     assert [c.every_epoch for c in d.stage_costs] == [False, False, True, True, True]
     assert d.stage_costs[2].s_per_example == pytest.approx(1e-5)  # reading the cache costs its whole time
@@ -102,8 +140,7 @@ def test_read_bottleneck_with_fewer_files_than_parallel_reads_asks_for_shards():
 
 
 def test_parallel_pipeline_that_cannot_keep_up_asks_for_data_service_workers():
-    m = make(OPTIMIZED, wait=0.03, compute=0.010, input_rate=2_000.0,
-             stages=rates(read=1e-5, parse=1e-5, augment=4e-4))
+    m = make(OPTIMIZED, wait=0.03, compute=0.010, input_rate=2_000.0, stages=rates(read=1e-5, parse=1e-5, augment=4e-4))
     advice = {a.setting: a.why for a in diagnose(m).advice}
     service = next(k for k in advice if k.startswith("DATA_SERVICE=grpc://"))
     assert "WORKERS=4" in advice[service]  # the model takes 6400 examples/s, the host gives 2000

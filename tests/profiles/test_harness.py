@@ -43,9 +43,18 @@ def planted_dir(tmp_path_factory) -> str:
 @pytest.mark.parametrize("stage", ["read", "parse", "augment"])
 def test_planted_bottleneck_is_named(stage, planted_dir, tmp_path):
     with REGISTRY.temporary("planted", planted(stage)):
-        cfg = config(tmp_path, ["DATASET=planted", f"DATA_DIR={planted_dir}", "PIPELINE=naive",
-                                "STRATEGY=one_device", "BATCH=8", f"RUN=planted-{stage}"],
-                     "profile.trace_steps=0 data.shuffle_buffer=16")
+        cfg = config(
+            tmp_path,
+            [
+                "DATASET=planted",
+                f"DATA_DIR={planted_dir}",
+                "PIPELINE=naive",
+                "STRATEGY=one_device",
+                "BATCH=8",
+                f"RUN=planted-{stage}",
+            ],
+            "profile.trace_steps=0 data.shuffle_buffer=16",
+        )
         result = harness.profile(cfg)
     assert result.diagnosis.bottleneck == stage, result.diagnosis.stage_costs
     assert result.diagnosis.verdict == "highly"
@@ -65,8 +74,11 @@ def shapes64_dir(tmp_path_factory) -> str:
 
 
 def test_optimized_default_is_not_input_bound_and_its_trace_opens_in_tensorboard(shapes64_dir, tmp_path):
-    cfg = config(tmp_path, [f"DATA_DIR={shapes64_dir}", "RUN=opt"],
-                 "profile.steps=15 profile.trace_steps=3 data.shuffle_buffer=256")
+    cfg = config(
+        tmp_path,
+        [f"DATA_DIR={shapes64_dir}", "RUN=opt"],
+        "profile.steps=15 profile.trace_steps=3 data.shuffle_buffer=256",
+    )
     result = harness.profile(cfg)
     assert result.diagnosis.verdict == "not", result.diagnosis.summary
     # The trace: written under the run, readable by TensorBoard's profile plugin, one row per traced step.
@@ -85,8 +97,11 @@ def test_optimized_default_is_not_input_bound_and_its_trace_opens_in_tensorboard
 
 def test_naive_with_heavy_augmentation_is_input_bound_on_augment(shapes_dir, tmp_path):
     with REGISTRY.temporary("shapes_heavy", HeavyShapes):
-        cfg = config(tmp_path, ["DATASET=shapes_heavy", f"DATA_DIR={shapes_dir}", "PIPELINE=naive", "RUN=heavy"],
-                     "profile.trace_steps=0 data.shuffle_buffer=256")
+        cfg = config(
+            tmp_path,
+            ["DATASET=shapes_heavy", f"DATA_DIR={shapes_dir}", "PIPELINE=naive", "RUN=heavy"],
+            "profile.trace_steps=0 data.shuffle_buffer=256",
+        )
         result = harness.profile(cfg)
     assert result.diagnosis.verdict in ("moderately", "highly"), result.diagnosis.summary
     assert result.diagnosis.bottleneck == "augment", result.diagnosis.stage_costs

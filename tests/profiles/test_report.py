@@ -31,8 +31,14 @@ def test_report_files_say_the_verdict_stages_and_advice(tmp_path):
 
 def test_cli_refuses_multi_process_strategies_with_one_clear_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
-    done = subprocess.run([sys.executable, "-m", "profiles", "STRATEGY=horovod", f"DATA_DIR={tmp_path}"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "profiles", "STRATEGY=horovod", f"DATA_DIR={tmp_path}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "make profile measures one process" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
