@@ -22,7 +22,7 @@ from ingest.dataset import Dataset
 from ingest.pipeline import Built
 from profiles import report, scenarios, trace
 from profiles.diagnose import Diagnosis, diagnose
-from profiles.measurements import Measurements, Setup
+from profiles.measurements import Measurements, Setup, StageRate
 from stoker.errors import StokerError
 from strategies import make_backend
 from training.config import RunConfig
@@ -95,18 +95,7 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
     times = scenarios.compute_and_end_to_end(step, iterator, plan)
     out_dir = config.run_dir / "profile"
     tb = _trace(step, iterator, p.trace_steps, out_dir)
-    log.info("prefixes: each stage added in turn (%d batches x %d windows each)", p.stage_batches, p.reps)
-    rates = scenarios.time_prefixes(
-        scenarios.prefixes(
-            dataset,
-            config.data.train_split,
-            config.pipeline,
-            built,
-            seed=config.data.seed,
-            shuffle_buffer=config.data.shuffle_buffer,
-        ),
-        plan,
-    )
+    rates = _prefix_rates(config, dataset, built, plan)
     m = Measurements(
         setup=_setup(config, dataset, built),
         input_examples_per_s=inp.median,
@@ -121,6 +110,23 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
     d = diagnose(m)
     report.write(out_dir, m, d, config=config, tensorboard=tb)
     return Profile(m, d, out_dir, tb)
+
+
+def _prefix_rates(config: RunConfig, dataset: Dataset, built: Built, plan: scenarios.Plan) -> list[StageRate]:
+    """Each prefix of the tf.data stage order; none for DALI, whose pipeline is one fused graph."""
+    if config.pipeline.preset == "dali":
+        log.info("prefixes: skipped for PIPELINE=dali (DALI reads, decodes and augments in one pipeline)")
+        return []
+    log.info("prefixes: each stage added in turn (%d batches x %d windows each)", plan.stage_batches, plan.reps)
+    found = scenarios.prefixes(
+        dataset,
+        config.data.train_split,
+        config.pipeline,
+        built,
+        seed=config.data.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
+    return scenarios.time_prefixes(found, plan)
 
 
 def _trace(step: Any, iterator: Any, steps: int, out_dir: Path) -> trace.TensorBoardVerdict | None:

@@ -87,6 +87,8 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
         "| + stage | examples/s | adds | share of steady time |",
         "| --- | ---: | ---: | ---: |",
     ]
+    if not m.stages:  # PIPELINE=dali: one fused pipeline, no tf.data prefixes to cut
+        lines[-4:] = ["No prefix timings: this pipeline is not built from tf.data stages (PIPELINE=dali)."]
     for rate, cost in zip(m.stages, d.stage_costs, strict=True):
         share = f"{100 * cost.share:.0f}%" if cost.every_epoch else "first epoch only (cached)"
         mark = " **(costliest)**" if rate.name == d.bottleneck else ""

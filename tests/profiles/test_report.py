@@ -42,3 +42,11 @@ def test_cli_refuses_multi_process_strategies_with_one_clear_line(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "make profile measures one process" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_report_without_prefix_timings(tmp_path):
+    m = make(NAIVE, wait=0.001)
+    md = report.markdown(m, diagnose(m), None, title="dali")
+    assert "No prefix timings" in md and "| + stage |" not in md
+    report.chart(m, diagnose(m), tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 0
