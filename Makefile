@@ -38,16 +38,16 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 train: setup  ## train on DATASET (prepared first if missing); writes runs/$(RUN)/
-	$(PY) -m training $(ARGS) $(if $(SET),--set $(SET))
+	$(PY) -m training $(ARGS) $(if $(SET),--set "$(SET)")
 
 prepare: setup  ## write DATASET's files with its Beam job (RUNNER=, BEAM_ARGS=, SHARDS=)
-	$(PY) -m ingest prepare $(ARGS) $(if $(SET),--set $(SET)) $(if $(BEAM_ARGS),--beam-args "$(BEAM_ARGS)")
+	$(PY) -m ingest prepare $(ARGS) $(if $(SET),--set "$(SET)") $(if $(BEAM_ARGS),--beam-args "$(BEAM_ARGS)")
 
 datasets: setup  ## list registered datasets (built-ins and plug-ins)
 	$(PY) -m ingest datasets
 
 profile: setup  ## profile input vs compute for the same variables as train
-	$(PY) -m profiles $(ARGS) $(if $(SET),--set $(SET))
+	$(PY) -m profiles $(ARGS) $(if $(SET),--set "$(SET)")
 
 bench: setup  ## ingestion benchmarks (QUICK=1 for a smoke run); writes benchmarks/results/
 	$(PY) -m benchmarks $(if $(QUICK),--quick) $(if $(DATASET),--dataset $(DATASET))

@@ -141,6 +141,9 @@ def with_options(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Da
     # tf.data rewrites that would turn on parallelism behind a switch's back stay off in naive.
     opts.experimental_optimization.map_parallelization = options.preset != "naive"
     opts.experimental_optimization.inject_prefetch = options.preset != "naive"
+    # map+batch fusion runs the last map a batch ahead on a background thread: hidden prefetch.
+    opts.experimental_optimization.map_and_batch_fusion = options.preset != "naive"
+    opts.experimental_optimization.parallel_batch = options.preset != "naive"
     return ds.with_options(opts)
 
 

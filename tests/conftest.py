@@ -13,6 +13,7 @@ import tensorflow as tf  # noqa: E402
 from strategies import devices  # noqa: E402
 
 devices.configure(2)  # Mirrored tests use 2 replicas; one_device uses /cpu:0.
+tf.config.list_logical_devices()  # initialise now, so no later configure(1) can shrink the split
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
