@@ -13,6 +13,7 @@ would otherwise leave the rest blocked in a collective.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Set by horovodrun (Gloo) and mpirun in each rank: such a process is a worker, not a launcher.
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+PR_SET_PDEATHSIG = 1  # prctl option: signal sent to this process when its parent dies
 GRACE_S = 10.0  # after one worker fails, the others get this long to stop before SIGKILL
 
 
@@ -106,6 +108,14 @@ def launch(config: Any, items: Sequence[str], sets: Sequence[str]) -> int:
                      settle_s=settle)
 
 
+def _die_with_launcher() -> None:
+    """In each worker before exec (Linux): SIGTERM it when the launcher dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: workers outlive a killed launcher
+        pass
+
+
 def _pump(stream, prefix: str) -> None:
     """Copy a worker's output to ours, one prefixed line at a time (runs in a thread)."""
     for raw in iter(stream.readline, b""):
@@ -134,7 +144,8 @@ def supervise(cmds: Sequence[list[str]], envs: Sequence[dict[str, str]], *, name
     running ``settle_s`` after one finished, the rest are stopped and a message names the
     worker. SIGINT/SIGTERM to this process stop the workers too.
     """
-    procs = [subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    procs = [subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                              preexec_fn=_die_with_launcher)  # noqa: PLW1509 (only prctl, before exec)
              for c, e in zip(cmds, envs, strict=True)]
     pumps = [threading.Thread(target=_pump, args=(p.stdout, n), daemon=True) for p, n in zip(procs, names, strict=True)]
     for t in pumps:

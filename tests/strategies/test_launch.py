@@ -12,6 +12,7 @@ import pytest
 
 from strategies import launch
 from strategies.backend import StrategyOptions
+from tests.training.runs import REPO
 
 
 def test_tf_configs_name_every_worker_on_localhost():
@@ -63,3 +64,36 @@ def test_one_worker_dies_the_others_are_stopped(tmp_path):
     assert code == 3 and time.monotonic() - start < 30
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+@pytest.mark.timeout(60)
+def test_workers_stop_when_the_launcher_is_killed(tmp_path):
+    """SIGKILL to the launcher (no chance to clean up) still stops its workers."""
+    import signal
+    import subprocess
+
+    pid_file = tmp_path / "pid"
+    sleeper = _py(f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)")
+    code = (f"import os; from strategies import launch; "
+            f"launch.supervise([{sleeper!r}], [dict(os.environ)], names=['worker 0'])")
+    launcher = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=10)
+        worker = int(pid_file.read_text())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its SIGKILLed launcher")
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
