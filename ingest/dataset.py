@@ -75,6 +75,10 @@ class Dataset:
         """True when ``dataset_info.json`` exists (prepare writes it last, atomically)."""
         return (self.root / INFO_FILE).is_file()
 
+    def mismatch(self) -> str:
+        """How prepared files differ from the options (e.g. another size); '' when they agree."""
+        return ""
+
     def files(self, split: str) -> list[str]:
         """Sorted file paths of ``split``; raises :class:`DataError` naming the pattern if none."""
         if not Path(self.options.data_dir).is_dir():

@@ -63,6 +63,9 @@ def setup_precision_and_seeds(config: RunConfig, backend_name: str) -> None:
 def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
     """Prepare the dataset when its files are missing (and config allows it)."""
     if dataset.is_prepared():
+        if dataset.mismatch():
+            log.warning("%s holds %s: training on what is there; run `make prepare DATASET=%s` with the same "
+                        "settings to regenerate it", dataset.root, dataset.mismatch(), dataset.name)
         return
     if not config.train.prepare_missing:
         dataset.files(config.data.train_split)  # raises the clear "run make prepare" error

@@ -90,6 +90,16 @@ class Shapes(Dataset):
     def num_classes(self) -> int:
         return len(LABELS)
 
+    def mismatch(self) -> str:
+        """How the prepared files differ from what the options ask for ('' when they agree)."""
+        info, o = self.info, self.options
+        splits = info.get("splits", {})
+        wanted = {"train": o.train_examples, "validation": o.eval_examples, "image_size": o.image_size}
+        have = {"train": splits.get("train", {}).get("num_examples"),
+                "validation": splits.get("validation", {}).get("num_examples"), "image_size": info.get("image_size")}
+        diff = [f"{k} {have[k]} (asked {v})" for k, v in wanted.items() if v and have[k] is not None and have[k] != v]
+        return ", ".join(diff)
+
     def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
         """Parse a batch of serialized Examples and decode their JPEGs to uint8."""
         ex = tf.io.parse_example(records, _FEATURES)
