@@ -60,8 +60,12 @@ def cases() -> list[tuple[str, Callable[[], None]]]:
         ("naive", lambda: guide_benchmark(artificial())),
         ("prefetch", lambda: guide_benchmark(artificial().prefetch(AUTOTUNE))),
         ("sequential interleave", lambda: guide_benchmark(tf.data.Dataset.range(2).interleave(lambda _: artificial()))),
-        ("parallel interleave", lambda: guide_benchmark(
-            tf.data.Dataset.range(2).interleave(lambda _: artificial(), num_parallel_calls=AUTOTUNE))),
+        (
+            "parallel interleave",
+            lambda: guide_benchmark(
+                tf.data.Dataset.range(2).interleave(lambda _: artificial(), num_parallel_calls=AUTOTUNE)
+            ),
+        ),
         ("sequential map", lambda: guide_benchmark(artificial().map(mapped))),
         ("parallel map", lambda: guide_benchmark(artificial().map(mapped, num_parallel_calls=AUTOTUNE))),
         ("cache (5 epochs)", lambda: guide_benchmark(artificial().map(mapped).cache(), epochs=5)),
@@ -75,6 +79,15 @@ def rows(cfg: BenchConfig) -> list[dict]:
     out = []
     for name, call in cases():
         tp = timing.time_calls(call, calls=1, reps=cfg.reps, warmup=cfg.warmup)
-        out.append(row("artificial", name, tp, unit="calls/s", seconds=round(1 / tp.median, 3),
-                       seconds_low=round(1 / tp.high, 3), seconds_high=round(1 / tp.low, 3)))
+        out.append(
+            row(
+                "artificial",
+                name,
+                tp,
+                unit="calls/s",
+                seconds=round(1 / tp.median, 3),
+                seconds_low=round(1 / tp.high, 3),
+                seconds_high=round(1 / tp.low, 3),
+            )
+        )
     return out

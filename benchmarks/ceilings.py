@@ -38,8 +38,9 @@ def records(files: list[str], count: int) -> list[bytes]:
     return [r.numpy() for r in ds]
 
 
-def decode_pipeline(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True,
-                    threads: int = 1) -> tf.data.Dataset:
+def decode_pipeline(
+    cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True, threads: int = 1
+) -> tf.data.Dataset:
     """Decode + crop + flip + normalize + batch over in-memory JPEGs on ``threads`` threads."""
     jpegs = tf.io.parse_example(records(dataset.files("train"), cfg.ceiling_images), FEATURES)["image"]
     mean, std = dataset.moments()
@@ -52,22 +53,30 @@ def decode_pipeline(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = 
     return one_core(ds.map(work, num_parallel_calls=threads if threads > 1 else None).batch(cfg.batch), threads)
 
 
-def decode_rate(cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True,
-                threads: int = 1) -> timing.Throughput:
+def decode_rate(
+    cfg: BenchConfig, dataset: ImagenetShapes, *, fused: bool = True, threads: int = 1
+) -> timing.Throughput:
     """Examples/s of :func:`decode_pipeline` (windows of ``cfg.ceiling_images`` examples)."""
     ds = decode_pipeline(cfg, dataset, fused=fused, threads=threads)
     batches = max(1, cfg.ceiling_images // cfg.batch)
-    return timing.measure(lambda: iter(ds), elements=batches, reps=cfg.reps, warmup=cfg.warmup,
-                          size_of=lambda b: int(b.shape[0]))
+    return timing.measure(
+        lambda: iter(ds), elements=batches, reps=cfg.reps, warmup=cfg.warmup, size_of=lambda b: int(b.shape[0])
+    )
 
 
 def parse_rate(cfg: BenchConfig, files: list[str], features: dict, *, batch: int = 256) -> timing.Throughput:
     """Records/s of batched ``parse_example`` on one core over in-memory records."""
     recs = records(files, max(batch, cfg.ceiling_images))
-    ds = one_core(tf.data.Dataset.from_tensor_slices(recs).repeat().batch(batch).map(
-        lambda r: tf.io.parse_example(r, features)))
-    return timing.measure(lambda: iter(ds), elements=max(4, len(recs) // batch), reps=cfg.reps,
-                          warmup=cfg.warmup, size_of=lambda ex: int(next(iter(ex.values())).shape[0]))
+    ds = one_core(
+        tf.data.Dataset.from_tensor_slices(recs).repeat().batch(batch).map(lambda r: tf.io.parse_example(r, features))
+    )
+    return timing.measure(
+        lambda: iter(ds),
+        elements=max(4, len(recs) // batch),
+        reps=cfg.reps,
+        warmup=cfg.warmup,
+        size_of=lambda ex: int(next(iter(ex.values())).shape[0]),
+    )
 
 
 def _file_bytes(files: list[str], chunk: int = 8 << 20) -> Iterator[int]:
@@ -81,12 +90,18 @@ def _file_bytes(files: list[str], chunk: int = 8 << 20) -> Iterator[int]:
 
 def read_rates(cfg: BenchConfig, files: list[str]) -> tuple[timing.Throughput, timing.Throughput]:
     """Bytes/s of plain sequential reads, and records/s of ``TFRecordDataset``, page cache warm."""
-    plain = timing.measure(lambda: _file_bytes(files), elements=len(files), reps=cfg.reps, warmup=cfg.warmup,
-                           size_of=lambda n: n)
+    plain = timing.measure(
+        lambda: _file_bytes(files), elements=len(files), reps=cfg.reps, warmup=cfg.warmup, size_of=lambda n: n
+    )
     ds = one_core(tf.data.TFRecordDataset(files).repeat().batch(256))
     total = sum(1 for _ in tf.data.TFRecordDataset(files))
-    tfr = timing.measure(lambda: iter(ds), elements=max(1, total // 256), reps=cfg.reps, warmup=cfg.warmup,
-                         size_of=lambda b: int(b.shape[0]))
+    tfr = timing.measure(
+        lambda: iter(ds),
+        elements=max(1, total // 256),
+        reps=cfg.reps,
+        warmup=cfg.warmup,
+        size_of=lambda b: int(b.shape[0]),
+    )
     return plain, tfr
 
 
@@ -106,14 +121,37 @@ def run(cfg: BenchConfig) -> SuiteResult:
     rows = []
     for fused in (True, False):
         tp = decode_rate(cfg, images, fused=fused)
-        rows.append(row("decode", "decode+crop " + ("fused" if fused else "full decode, then crop"), tp,
-                        unit="examples/s per core", x_cores=round(tp.median * cfg.cores, 1), cores=cfg.cores))
+        rows.append(
+            row(
+                "decode",
+                "decode+crop " + ("fused" if fused else "full decode, then crop"),
+                tp,
+                unit="examples/s per core",
+                x_cores=round(tp.median * cfg.cores, 1),
+                cores=cfg.cores,
+            )
+        )
     tp = decode_rate(cfg, images, threads=cfg.cores)
-    rows.append(row("decode", f"decode+crop fused, {cfg.cores} threads (measured, under today's load)", tp,
-                    unit="examples/s", x_one_core=round(tp.median / rows[0]["median"], 2)))
+    rows.append(
+        row(
+            "decode",
+            f"decode+crop fused, {cfg.cores} threads (measured, under today's load)",
+            tp,
+            unit="examples/s",
+            x_one_core=round(tp.median / rows[0]["median"], 2),
+        )
+    )
     tp = parse_rate(cfg, files, FEATURES)
-    rows.append(row("parse", "parse_example, batch 256", tp, unit="records/s per core",
-                    x_cores=round(tp.median * cfg.cores, 1), cores=cfg.cores))
+    rows.append(
+        row(
+            "parse",
+            "parse_example, batch 256",
+            tp,
+            unit="records/s per core",
+            x_cores=round(tp.median * cfg.cores, 1),
+            cores=cfg.cores,
+        )
+    )
     rows.extend(_read_rows(cfg, files))
     notes = (f"cores={cfg.cores}; every ceiling runs on one thread and is multiplied by the cores.",)
     return SuiteResult("ceilings", tuple(rows), notes=notes)
@@ -124,10 +162,22 @@ def _read_rows(cfg: BenchConfig, files: list[str]) -> list[dict]:
     plain, tfr = read_rates(cfg, files)
     mb = 2**20
     return [
-        row("read", "file read, 8 MiB chunks", plain, unit="bytes/s", mib_s=round(plain.median / mb, 1),
-            records_s=round(plain.median / per_record, 1)),
-        row("read", "TFRecordDataset, 1 thread", tfr, unit="records/s", mib_s=round(tfr.median * per_record / mb, 1),
-            records_s=round(tfr.median, 1)),
+        row(
+            "read",
+            "file read, 8 MiB chunks",
+            plain,
+            unit="bytes/s",
+            mib_s=round(plain.median / mb, 1),
+            records_s=round(plain.median / per_record, 1),
+        ),
+        row(
+            "read",
+            "TFRecordDataset, 1 thread",
+            tfr,
+            unit="records/s",
+            mib_s=round(tfr.median * per_record / mb, 1),
+            records_s=round(tfr.median, 1),
+        ),
     ]
 
 

@@ -46,9 +46,20 @@ class BenchConfig:
     @classmethod
     def smoke(cls, **overrides: object) -> BenchConfig:
         """Tiny sizes for ``QUICK=1`` and the tests: every code path, seconds per suite."""
-        small = dict(quick=True, data_dir="data/bench-quick", reps=2, warmup=0, image_examples=256, image_shards=4,
-                     window_batches=3, batch=16, shuffle_buffer=64, clicks_rows=4000,
-                     clicks_window_batches=10, ceiling_images=32)
+        small = dict(
+            quick=True,
+            data_dir="data/bench-quick",
+            reps=2,
+            warmup=0,
+            image_examples=256,
+            image_shards=4,
+            window_batches=3,
+            batch=16,
+            shuffle_buffer=64,
+            clicks_rows=4000,
+            clicks_window_batches=10,
+            ceiling_images=32,
+        )
         return cls(**{**small, **overrides})
 
     def as_dict(self) -> dict[str, object]:

@@ -11,8 +11,18 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 
-def pipeline(files: Sequence[str], index: Sequence[str], *, batch: int, threads: int, crop: int,
-             mean: Sequence[float], std: Sequence[float], shuffle_buffer: int, seed: int = 0) -> Any:
+def pipeline(
+    files: Sequence[str],
+    index: Sequence[str],
+    *,
+    batch: int,
+    threads: int,
+    crop: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    shuffle_buffer: int,
+    seed: int = 0,
+) -> Any:
     """A built DALI pipeline on the CPU giving (images [batch, crop, crop, 3] float32, labels)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.tfrecord as tfrec
@@ -21,17 +31,35 @@ def pipeline(files: Sequence[str], index: Sequence[str], *, batch: int, threads:
 
     @pipeline_def(batch_size=batch, num_threads=threads, device_id=None, seed=seed)
     def define():
-        features = {"image": tfrec.FixedLenFeature((), tfrec.string, ""),
-                    "label": tfrec.FixedLenFeature([1], tfrec.int64, -1)}
-        ex = fn.readers.tfrecord(path=list(files), index_path=list(index), features=features, random_shuffle=True,
-                                 initial_fill=shuffle_buffer, name="reader")
-        images = fn.decoders.image_random_crop(ex["image"], device="cpu", output_type=types.RGB,
-                                               random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3],
-                                               num_attempts=10)
+        features = {
+            "image": tfrec.FixedLenFeature((), tfrec.string, ""),
+            "label": tfrec.FixedLenFeature([1], tfrec.int64, -1),
+        }
+        ex = fn.readers.tfrecord(
+            path=list(files),
+            index_path=list(index),
+            features=features,
+            random_shuffle=True,
+            initial_fill=shuffle_buffer,
+            name="reader",
+        )
+        images = fn.decoders.image_random_crop(
+            ex["image"],
+            device="cpu",
+            output_type=types.RGB,
+            random_area=[0.08, 1.0],
+            random_aspect_ratio=[3 / 4, 4 / 3],
+            num_attempts=10,
+        )
         images = fn.resize(images, resize_x=crop, resize_y=crop)
-        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
-                                          mean=[m * 255 for m in mean], std=[s * 255 for s in std],
-                                          mirror=fn.random.coin_flip())
+        images = fn.crop_mirror_normalize(
+            images,
+            dtype=types.FLOAT,
+            output_layout="HWC",
+            mean=[m * 255 for m in mean],
+            std=[s * 255 for s in std],
+            mirror=fn.random.coin_flip(),
+        )
         return images, ex["label"]
 
     pipe = define()

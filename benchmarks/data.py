@@ -17,8 +17,14 @@ DALI_INDEX_DIR = "shapes-dali-index"  # DALI's TFRecord reader needs an index pe
 def _shapes_options(cfg: BenchConfig):
     from ingest.options import DataOptions
 
-    return DataOptions(name="shapes", data_dir=cfg.data_dir, image_size=cfg.image_size,
-                       train_examples=cfg.image_examples, eval_examples=cfg.batch, shards=cfg.image_shards)
+    return DataOptions(
+        name="shapes",
+        data_dir=cfg.data_dir,
+        image_size=cfg.image_size,
+        train_examples=cfg.image_examples,
+        eval_examples=cfg.batch,
+        shards=cfg.image_shards,
+    )
 
 
 def shapes(cfg: BenchConfig):
@@ -27,11 +33,23 @@ def shapes(cfg: BenchConfig):
 
     ds = Shapes(_shapes_options(cfg))
     info = ds.info
-    fresh = (info.get("image_size") == cfg.image_size and len(info["splits"]["train"]["shards"]) == cfg.image_shards
-             and info["splits"]["train"]["num_examples"] == cfg.image_examples) if info else False
+    fresh = (
+        (
+            info.get("image_size") == cfg.image_size
+            and len(info["splits"]["train"]["shards"]) == cfg.image_shards
+            and info["splits"]["train"]["num_examples"] == cfg.image_examples
+        )
+        if info
+        else False
+    )
     if not fresh:
-        log.info("generating shapes: %d examples at %d px in %d shards under %s", cfg.image_examples,
-                 cfg.image_size, cfg.image_shards, cfg.data_dir)
+        log.info(
+            "generating shapes: %d examples at %d px in %d shards under %s",
+            cfg.image_examples,
+            cfg.image_size,
+            cfg.image_shards,
+            cfg.data_dir,
+        )
         # Smoke runs write a few hundred images: one in-memory Beam worker starts fastest.
         quick = ["--direct_num_workers=1", "--direct_running_mode=in_memory"] if cfg.quick else None
         ds.prepare(beam_args=quick)
@@ -101,6 +119,10 @@ def prepare_all(cfg: BenchConfig) -> dict[str, object]:
     image = shapes(cfg)
     tab = clicks(cfg)
     files = image.files("train")
-    return {"shapes_files": len(files), "shapes_examples": image.num_examples("train"),
-            "jpegs": len(jpeg_files(cfg)), "dali_index": len(dali_index(cfg, files)),
-            "clicks_rows": tab.num_examples("train")}
+    return {
+        "shapes_files": len(files),
+        "shapes_examples": image.num_examples("train"),
+        "jpegs": len(jpeg_files(cfg)),
+        "dali_index": len(dali_index(cfg, files)),
+        "clicks_rows": tab.num_examples("train"),
+    }

@@ -12,8 +12,11 @@ import tensorflow as tf
 
 from ingest.datasets.shapes import Shapes
 
-FEATURES = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
-            "id": tf.io.FixedLenFeature([], tf.int64)}
+FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "id": tf.io.FixedLenFeature([], tf.int64),
+}
 AREA = (0.08, 1.0)  # random resized crop: fraction of the image area kept
 RATIO = (3 / 4, 4 / 3)  # random resized crop: aspect ratios allowed
 
@@ -27,8 +30,15 @@ graph_fn = tf.autograph.experimental.do_not_convert
 def crop_window(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """[y, x, h, w] of a random-resized-crop window of an image of ``shape`` (stateless, keyed by ``seed``)."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed, min_object_covered=0.0,
-        aspect_ratio_range=RATIO, area_range=AREA, max_attempts=10, use_image_if_no_bounding_boxes=True)
+        shape,
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=RATIO,
+        area_range=AREA,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
@@ -67,8 +77,11 @@ class ImagenetShapes(Shapes):
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:
-        return {"image": tf.TensorSpec([], tf.string), "label": tf.TensorSpec([], tf.int64),
-                "id": tf.TensorSpec([], tf.int64)}
+        return {
+            "image": tf.TensorSpec([], tf.string),
+            "label": tf.TensorSpec([], tf.int64),
+            "id": tf.TensorSpec([], tf.int64),
+        }
 
     def example_bytes(self) -> int:
         """Mean bytes of one stored record (the cache holds JPEG bytes, not pixels)."""
@@ -122,5 +135,5 @@ class PixelShapes(ImagenetShapes):
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
         image = example["image"]
         y, x, h, w = tf.unstack(crop_window(tf.shape(image), seeds[0]))
-        image = tf.image.stateless_random_flip_left_right(image[y:y + h, x:x + w], seed=seeds[1])
+        image = tf.image.stateless_random_flip_left_right(image[y : y + h, x : x + w], seed=seeds[1])
         return dict(example, image=tf.image.resize(image, [self.crop, self.crop], method="bilinear"))

@@ -8,8 +8,17 @@ import platform
 import time
 from typing import Any
 
-PACKAGES = ("tensorflow", "tf-keras", "tensorflow-io", "nvidia-dali-cuda120", "torch", "numpy", "pillow",
-            "pyarrow", "apache-beam")
+PACKAGES = (
+    "tensorflow",
+    "tf-keras",
+    "tensorflow-io",
+    "nvidia-dali-cuda120",
+    "torch",
+    "numpy",
+    "pillow",
+    "pyarrow",
+    "apache-beam",
+)
 
 
 def cpu_model() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,11 +26,22 @@ def warmup_windows(cfg: BenchConfig, *, epoch_examples: int = 0) -> int:
     return max(cfg.warmup, math.ceil(epoch_examples / (cfg.window_batches * cfg.batch)) + 1)
 
 
-def batches(make_iter: Callable[[], Iterator[Any]], cfg: BenchConfig, *, window: int | None = None,
-            epoch_examples: int = 0, size_of: Callable[[Any], int] = batch_size) -> timing.Throughput:
+def batches(
+    make_iter: Callable[[], Iterator[Any]],
+    cfg: BenchConfig,
+    *,
+    window: int | None = None,
+    epoch_examples: int = 0,
+    size_of: Callable[[Any], int] = batch_size,
+) -> timing.Throughput:
     """Examples/s over ``cfg.reps`` windows of ``window`` batches (``cfg.window_batches``)."""
-    return timing.measure(make_iter, elements=window or cfg.window_batches, reps=cfg.reps,
-                          warmup=warmup_windows(cfg, epoch_examples=epoch_examples), size_of=size_of)
+    return timing.measure(
+        make_iter,
+        elements=window or cfg.window_batches,
+        reps=cfg.reps,
+        warmup=warmup_windows(cfg, epoch_examples=epoch_examples),
+        size_of=size_of,
+    )
 
 
 def ratio(a: float, b: float) -> float:
@@ -40,21 +52,47 @@ def ratio(a: float, b: float) -> float:
 Entry = tuple[Callable[[], Iterator[Any]], Callable[[Any], int], int]  # make_iter, size_of, epoch to warm over
 
 
-def one_by_one(entries: list[Callable[[], Entry]], cfg: BenchConfig, *,
-               window: int | None = None) -> list[timing.Throughput]:
-    """Rates of several pipelines, one after the other, each built just before and freed after.
+def one_by_one(
+    entries: list[Callable[[], Entry]], cfg: BenchConfig, *, window: int | None = None
+) -> list[timing.Throughput]:
+    """Rates of several pipelines, one at a time, in two passes: forward, then in reverse.
 
     ``entries`` are factories of (make_iter, size_of, epoch_examples): a pipeline (and any
-    cache it fills) exists only while it is measured. Pipelines are not kept alive side
-    by side on purpose: an idle tf.data pipeline keeps filling its AUTOTUNE prefetch buffer
-    (which grows each time a timed window finds it empty), so windows taken in turns read
-    buffered batches, and a dozen idle pipelines held over 15 GB here. Drift is handled by
-    the suites instead: each measures its reference row both first and last.
+    cache it fills) exists only while it is measured, warmed up again in each pass. Each
+    pass times ``ceil(reps / 2)`` windows per pipeline; a figure is the median of both
+    passes' windows, so load that drifts during the suite weighs on every row alike.
+
+    Pipelines are not kept alive side by side on purpose: an idle tf.data pipeline keeps
+    filling its AUTOTUNE prefetch buffer (which grows each time a timed window finds it
+    empty), so windows taken in turns read buffered batches, and a dozen idle pipelines
+    held over 15 GB here.
     """
-    out = []
-    for factory in entries:
-        make_iter, size_of, epoch = factory()
-        out.append(batches(make_iter, cfg, window=window, epoch_examples=epoch, size_of=size_of))
-        del make_iter, size_of
-        gc.collect()  # free the finished pipeline (threads, buffers, cache) before the next one
-    return out
+    window = window or cfg.window_batches
+    per_pass = math.ceil(cfg.reps / 2)
+    firsts: list[list[float]] = [[] for _ in entries]
+    windows: list[list[timing.Throughput]] = [[] for _ in entries]
+    for order in (range(len(entries)), reversed(range(len(entries)))):
+        for i in order:
+            make_iter, size_of, epoch = entries[i]()
+            it = make_iter()
+            warm = warmup_windows(cfg, epoch_examples=epoch)
+            for rep in range(per_pass):  # one window per call, so both passes' windows pool
+                tp = timing.measure(
+                    lambda it=it: it, elements=window, reps=1, warmup=warm if rep == 0 else 0, size_of=size_of
+                )
+                windows[i].append(tp)
+                if rep == 0:
+                    firsts[i].append(tp.first_s)
+            del it, make_iter, size_of
+            gc.collect()  # free the finished pipeline (threads, buffers, cache) before the next one
+    return [
+        timing.Throughput(
+            statistics.median(f),
+            statistics.median(t.median for t in ws),
+            min(t.median for t in ws),
+            max(t.median for t in ws),
+            len(ws),
+            ws[0].items_per_rep,
+        )
+        for f, ws in zip(firsts, windows, strict=True)
+    ]

@@ -53,8 +53,12 @@ class SuiteResult:
     notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "rows": list(self.rows), "targets": [t.as_dict() for t in self.targets],
-                "notes": list(self.notes)}
+        return {
+            "suite": self.suite,
+            "rows": list(self.rows),
+            "targets": [t.as_dict() for t in self.targets],
+            "notes": list(self.notes),
+        }
 
 
 def row(group: str, name: str, tp: Any, *, unit: str, **extra: Any) -> dict[str, Any]:
@@ -77,8 +81,12 @@ def run_here(suite: str, cfg: BenchConfig) -> dict[str, Any]:
     result: SuiteResult = module.run(cfg)
     after = machine.info()
     load = {"before": before["load_average"], "after": after["load_average"]}
-    return {**result.as_dict(), "config": cfg.as_dict(), "machine": dict(after, load_average=load),
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        **result.as_dict(),
+        "config": cfg.as_dict(),
+        "machine": dict(after, load_average=load),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def run_isolated(suite: str, cfg: BenchConfig, out: Path, *, timeout_s: float) -> dict[str, Any]:
@@ -90,8 +98,10 @@ def run_isolated(suite: str, cfg: BenchConfig, out: Path, *, timeout_s: float) -
         # stderr is inherited: the child's progress log shows as it runs.
         proc = subprocess.run(cmd, env=env, timeout=timeout_s, stdout=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"benchmark suite {suite!r} did not finish within {timeout_s:.0f} s; "
-                           "use --quick or a smaller --suite selection") from None
+        raise RuntimeError(
+            f"benchmark suite {suite!r} did not finish within {timeout_s:.0f} s; "
+            "use --quick or a smaller --suite selection"
+        ) from None
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark suite {suite!r} failed (exit {proc.returncode}); its error is in the log above")
     return json.loads(out.read_text())

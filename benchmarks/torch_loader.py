@@ -36,8 +36,9 @@ def crop_params(width: int, height: int, rng: random.Random) -> tuple[int, int, 
 class JpegFiles(torch.utils.data.Dataset):
     """JPEG files to normalized float32 [crop, crop, 3] tensors (random resized crop, flip)."""
 
-    def __init__(self, paths: Sequence[str], *, crop: int, mean: Sequence[float], std: Sequence[float],
-                 seed: int = 0) -> None:
+    def __init__(
+        self, paths: Sequence[str], *, crop: int, mean: Sequence[float], std: Sequence[float], seed: int = 0
+    ) -> None:
         self.paths, self.crop, self.seed = list(paths), crop, seed
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
@@ -57,12 +58,20 @@ class JpegFiles(torch.utils.data.Dataset):
         return torch.from_numpy((pixels / 255.0 - self.mean) / self.std)
 
 
-def loader(paths: Sequence[str], *, batch: int, workers: int, crop: int, mean: Sequence[float],
-           std: Sequence[float]) -> torch.utils.data.DataLoader:
+def loader(
+    paths: Sequence[str], *, batch: int, workers: int, crop: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.utils.data.DataLoader:
     """A shuffled training DataLoader with ``workers`` processes kept across epochs."""
     data = JpegFiles(paths, crop=crop, mean=mean, std=std)
-    return torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                                       persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+    return torch.utils.data.DataLoader(
+        data,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers else None,
+    )
 
 
 def forever(dl: torch.utils.data.DataLoader) -> Iterator[torch.Tensor]:

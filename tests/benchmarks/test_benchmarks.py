@@ -14,8 +14,17 @@ from benchmarks import report, runner
 from benchmarks.config import BenchConfig
 from tests.conftest import REPO
 
-LIGHT = ("benchmarks", "benchmarks.__main__", "benchmarks.runner", "benchmarks.report", "benchmarks.config",
-         "benchmarks.machine", "benchmarks.rates", "benchmarks.data", "benchmarks.dali_loader")
+LIGHT = (
+    "benchmarks",
+    "benchmarks.__main__",
+    "benchmarks.runner",
+    "benchmarks.report",
+    "benchmarks.config",
+    "benchmarks.machine",
+    "benchmarks.rates",
+    "benchmarks.data",
+    "benchmarks.dali_loader",
+)
 
 
 def _env() -> dict[str, str]:
@@ -23,20 +32,31 @@ def _env() -> dict[str, str]:
 
 
 def test_cli_modules_import_without_tensorflow_or_work(tmp_path):
-    code = ("import sys, os; " + "; ".join(f"import {m}" for m in LIGHT)
-            + "; assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print(os.listdir('.'))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                         timeout=60)
+    code = (
+        "import sys, os; "
+        + "; ".join(f"import {m}" for m in LIGHT)
+        + "; assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print(os.listdir('.'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"  # nothing written at import
 
 
 def test_every_suite_module_imports_without_running(tmp_path):
-    mods = ["benchmarks.ceilings", "benchmarks.ablation", "benchmarks.loaders", "benchmarks.artificial",
-            "benchmarks.images", "benchmarks.torch_loader"]
+    mods = [
+        "benchmarks.ceilings",
+        "benchmarks.ablation",
+        "benchmarks.loaders",
+        "benchmarks.artificial",
+        "benchmarks.images",
+        "benchmarks.torch_loader",
+    ]
     code = "import os; " + "; ".join(f"import {m}" for m in mods) + "; print(os.listdir('.'))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                         timeout=90)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=90
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -56,15 +76,52 @@ def test_target_met_is_a_ratio_comparison():
 
 
 def _fake_result() -> dict:
-    rows = [{"group": "image", "name": "naive", "unit": "examples/s", "first_s": 0.5, "median": 100.0, "low": 90.0,
-             "high": 110.0, "reps": 5, "items_per_rep": 640, "x_naive": 1.0, "of_ceiling": 0.1},
-            {"group": "artificial", "name": "naive", "unit": "calls/s", "first_s": 0.3, "median": 4.0, "low": 3.0,
-             "high": 5.0, "reps": 5, "items_per_rep": 1, "seconds": 0.25, "seconds_low": 0.2, "seconds_high": 0.333}]
+    rows = [
+        {
+            "group": "image",
+            "name": "naive",
+            "unit": "examples/s",
+            "first_s": 0.5,
+            "median": 100.0,
+            "low": 90.0,
+            "high": 110.0,
+            "reps": 5,
+            "items_per_rep": 640,
+            "x_naive": 1.0,
+            "of_ceiling": 0.1,
+        },
+        {
+            "group": "artificial",
+            "name": "naive",
+            "unit": "calls/s",
+            "first_s": 0.3,
+            "median": 4.0,
+            "low": 3.0,
+            "high": 5.0,
+            "reps": 5,
+            "items_per_rep": 1,
+            "seconds": 0.25,
+            "seconds_low": 0.2,
+            "seconds_high": 0.333,
+        },
+    ]
     load = {"before": [1, 1, 1], "after": [2, 2, 2]}
-    machine = {"cpu_model": "cpu", "cores": 2, "memory_gb": 8, "load_average": load,
-               "packages": {"tensorflow": "2.16.2"}, "time_utc": "now"}
-    return {"suite": "ablation", "rows": rows, "targets": [runner.Target("t", 0.8, 0.1, "d").as_dict()],
-            "notes": ["n"], "machine": machine, "seconds": 12.0}
+    machine = {
+        "cpu_model": "cpu",
+        "cores": 2,
+        "memory_gb": 8,
+        "load_average": load,
+        "packages": {"tensorflow": "2.16.2"},
+        "time_utc": "now",
+    }
+    return {
+        "suite": "ablation",
+        "rows": rows,
+        "targets": [runner.Target("t", 0.8, 0.1, "d").as_dict()],
+        "notes": ["n"],
+        "machine": machine,
+        "seconds": 12.0,
+    }
 
 
 def test_readme_tables_are_regenerated_between_markers(tmp_path):
@@ -96,8 +153,20 @@ def test_quick_run_of_every_suite(tmp_path):
     """``make bench QUICK=1`` in small: every suite in its own process, JSON and README written."""
     readme = tmp_path / "README.md"
     readme.write_text(f"# bench\n{report.START}\n{report.END}\n")
-    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--data-dir", str(tmp_path / "data"),
-           "--results-dir", str(tmp_path / "results"), "--readme", str(readme), "--timeout", "150"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--readme",
+        str(readme),
+        "--timeout",
+        "150",
+    ]
     out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=170)
     assert out.returncode == 0, out.stderr[-3000:]
     for suite in runner.SUITES:
