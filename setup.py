@@ -28,8 +28,7 @@ setup(
     version="0.1.0",
     description="High-performance tf.data input pipelines and distributed training",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["stoker*", "ingest*", "strategies*", "training*",
-                                    "profiles*", "benchmarks*"]),
+    packages=find_packages(include=["stoker*", "ingest*", "strategies*", "training*", "profiles*", "benchmarks*"]),
     include_package_data=True,
     install_requires=CORE,
     extras_require={

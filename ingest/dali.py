@@ -63,8 +63,10 @@ def _require_dali():
     try:
         import nvidia.dali  # noqa: F401 - the import is the check
     except ImportError as err:
-        raise DataError(f"PIPELINE=dali needs NVIDIA DALI, which is not installed ({err}); install it with {INSTALL}, "
-                        "or use PIPELINE=optimized") from None
+        raise DataError(
+            f"PIPELINE=dali needs NVIDIA DALI, which is not installed ({err}); install it with {INSTALL}, "
+            "or use PIPELINE=optimized"
+        ) from None
 
 
 def has_gpu() -> bool:
@@ -116,21 +118,40 @@ def make_pipeline(plan: Plan, *, gpu: bool, pad_last_batch: bool):
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali import tfrecord as tfrec
 
-    @pipeline_def(batch_size=plan.batch, num_threads=plan.threads, device_id=0 if gpu else None, seed=plan.seed + 1,
-                  enable_checkpointing=True)
+    @pipeline_def(
+        batch_size=plan.batch,
+        num_threads=plan.threads,
+        device_id=0 if gpu else None,
+        seed=plan.seed + 1,
+        enable_checkpointing=True,
+    )
     def pipe():
-        features = {plan.image_key: tfrec.FixedLenFeature((), tfrec.string, ""),
-                    plan.label_key: tfrec.FixedLenFeature([1], tfrec.int64, -1),
-                    "id": tfrec.FixedLenFeature([1], tfrec.int64, -1)}
+        features = {
+            plan.image_key: tfrec.FixedLenFeature((), tfrec.string, ""),
+            plan.label_key: tfrec.FixedLenFeature([1], tfrec.int64, -1),
+            "id": tfrec.FixedLenFeature([1], tfrec.int64, -1),
+        }
         ex = fn.readers.tfrecord(
-            path=list(plan.files), index_path=list(plan.index_files), features=features, name="reader",
-            shard_id=plan.shard, num_shards=plan.shards, random_shuffle=plan.training,
-            initial_fill=max(plan.shuffle_buffer, 1), pad_last_batch=pad_last_batch, stick_to_shard=True)
+            path=list(plan.files),
+            index_path=list(plan.index_files),
+            features=features,
+            name="reader",
+            shard_id=plan.shard,
+            num_shards=plan.shards,
+            random_shuffle=plan.training,
+            initial_fill=max(plan.shuffle_buffer, 1),
+            pad_last_batch=pad_last_batch,
+            stick_to_shard=True,
+        )
         images = fn.decoders.image(ex[plan.image_key], device="mixed" if gpu else "cpu", output_type=types.RGB)
         images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT, output_layout="HWC",
-            mean=[255.0 * m for m in plan.mean], std=[255.0 * s for s in plan.std],
-            mirror=fn.random.coin_flip(probability=0.5) if plan.training else 0)
+            images,
+            dtype=types.FLOAT,
+            output_layout="HWC",
+            mean=[255.0 * m for m in plan.mean],
+            std=[255.0 * s for s in plan.std],
+            mirror=fn.random.coin_flip(probability=0.5) if plan.training else 0,
+        )
         return images, fn.reshape(ex[plan.label_key], shape=[]), fn.reshape(ex["id"], shape=[])
 
     return pipe()
@@ -144,14 +165,24 @@ def _bridge(plan: Plan, *, gpu: bool, pad_last_batch: bool) -> tf.data.Dataset:
     try:
         from nvidia.dali.plugin.tf import DALIDataset
     except ImportError as err:
-        log.warning("DALI's TensorFlow plugin is not importable (%s); feeding tf.data from DALI's Python API "
-                    "(slower). Install the plugin with %s", err, INSTALL)
+        log.warning(
+            "DALI's TensorFlow plugin is not importable (%s); feeding tf.data from DALI's Python API "
+            "(slower). Install the plugin with %s",
+            err,
+            INSTALL,
+        )
         return _python_bridge(pipe, shapes, dtypes)
     device = "/gpu:0" if gpu else "/cpu:0"
     with tf.device(device):
         # device_id=None without a GPU: the plugin's default (0) aborts the process.
-        return DALIDataset(pipeline=pipe, batch_size=plan.batch, output_shapes=shapes, output_dtypes=dtypes,
-                           device_id=0 if gpu else None, num_threads=plan.threads)
+        return DALIDataset(
+            pipeline=pipe,
+            batch_size=plan.batch,
+            output_shapes=shapes,
+            output_dtypes=dtypes,
+            device_id=0 if gpu else None,
+            num_threads=plan.threads,
+        )
 
 
 def _python_bridge(pipe, shapes, dtypes) -> tf.data.Dataset:
@@ -178,35 +209,66 @@ def _shard_size(total: int, shard: int, shards: int) -> int:
 
 
 # ---- entry point -------------------------------------------------------------------------
-def build(dataset: Dataset, split: str, options: PipelineOptions, input_context: tf.distribute.InputContext | None,
-          *, batch_size: int, training: bool, seed: int, shuffle_buffer: int, repeat: bool) -> Built:
+def build(
+    dataset: Dataset,
+    split: str,
+    options: PipelineOptions,
+    input_context: tf.distribute.InputContext | None,
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    shuffle_buffer: int,
+    repeat: bool,
+) -> Built:
     """The ``PIPELINE=dali`` pipeline of one input pipeline; arguments as ``ingest.pipeline.build``."""
     _require_dali()
     if options.data_service:
-        raise DataError("PIPELINE=dali cannot run on DATA_SERVICE workers (they do not load DALI's ops); "
-                        "use one of the two: drop DATA_SERVICE= or use PIPELINE=optimized")
+        raise DataError(
+            "PIPELINE=dali cannot run on DATA_SERVICE workers (they do not load DALI's ops); "
+            "use one of the two: drop DATA_SERVICE= or use PIPELINE=optimized"
+        )
     info = dataset.info
     if info.get("features", {}).get(dataset.feature_key) != "jpeg bytes" or dataset.compression:
-        raise DataError(f"PIPELINE=dali reads uncompressed TFRecords of JPEG images; dataset {dataset.name!r} "
-                        f"(features {info.get('features')}, compression {dataset.compression!r}) is not one; "
-                        "use PIPELINE=optimized, or prepare it without COMPRESSION")
+        raise DataError(
+            f"PIPELINE=dali reads uncompressed TFRecords of JPEG images; dataset {dataset.name!r} "
+            f"(features {info.get('features')}, compression {dataset.compression!r}) is not one; "
+            "use PIPELINE=optimized, or prepare it without COMPRESSION"
+        )
     shards = input_context.num_input_pipelines if input_context else 1
     shard = input_context.input_pipeline_id if input_context else 0
     if batch_size % shards:
-        raise DataError(f"batch size {batch_size} does not split evenly over {shards} input pipelines; "
-                        f"use a multiple of {shards}")
+        raise DataError(
+            f"batch size {batch_size} does not split evenly over {shards} input pipelines; use a multiple of {shards}"
+        )
     files = dataset.files(split)
     indexes = index_files(dataset, files)
     size = int(dataset.element_spec[dataset.feature_key].shape[0])
-    plan = Plan(files=tuple(files), index_files=tuple(indexes), size=size,
-                mean=tuple(info.get("mean", [0.5] * 3)), std=tuple(info.get("std", [0.25] * 3)),
-                batch=batch_size // shards, training=training, seed=seed, shard=shard, shards=shards,
-                shuffle_buffer=shuffle_buffer if training and options.shuffle else 1,
-                threads=options.map_parallelism if options.map_parallelism > 0 else (os.cpu_count() or 1),
-                image_key=dataset.feature_key, label_key=dataset.label_key)
+    plan = Plan(
+        files=tuple(files),
+        index_files=tuple(indexes),
+        size=size,
+        mean=tuple(info.get("mean", [0.5] * 3)),
+        std=tuple(info.get("std", [0.25] * 3)),
+        batch=batch_size // shards,
+        training=training,
+        seed=seed,
+        shard=shard,
+        shards=shards,
+        shuffle_buffer=shuffle_buffer if training and options.shuffle else 1,
+        threads=options.map_parallelism if options.map_parallelism > 0 else (os.cpu_count() or 1),
+        image_key=dataset.feature_key,
+        label_key=dataset.label_key,
+    )
     gpu = has_gpu()
-    log.info("PIPELINE=dali: %s/%s, %d files, batch %d, %s operators", dataset.name, split, len(files), plan.batch,
-             "GPU" if gpu else "CPU")
+    log.info(
+        "PIPELINE=dali: %s/%s, %d files, batch %d, %s operators",
+        dataset.name,
+        split,
+        len(files),
+        plan.batch,
+        "GPU" if gpu else "CPU",
+    )
     ds = _bridge(plan, gpu=gpu, pad_last_batch=not repeat)
     if not repeat:  # DALI loops forever: take one padded epoch, drop the padding, re-batch
         n = _shard_size(sum(_lines(path) for path in indexes), shard, shards)

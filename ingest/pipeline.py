@@ -49,14 +49,30 @@ def _cache_fits(dataset: Dataset, split: str, options: PipelineOptions) -> bool:
     n = dataset.num_examples(split)
     size_mb = (n or 0) * dataset.example_bytes() / 2**20
     if size_mb > options.cache_budget_mb:
-        log.warning("not caching %s/%s: about %.0f MiB parsed exceeds pipeline.cache_budget_mb=%d; "
-                    "set pipeline.cache_path to cache on disk", dataset.name, split, size_mb, options.cache_budget_mb)
+        log.warning(
+            "not caching %s/%s: about %.0f MiB parsed exceeds pipeline.cache_budget_mb=%d; "
+            "set pipeline.cache_path to cache on disk",
+            dataset.name,
+            split,
+            size_mb,
+            options.cache_budget_mb,
+        )
         return False
     return True
 
 
-def build(dataset: Dataset, split: str, options: PipelineOptions, input_context: tf.distribute.InputContext | None = None,
-          *, batch_size: int, training: bool, seed: int = 0, shuffle_buffer: int = 0, repeat: bool = True) -> Built:
+def build(
+    dataset: Dataset,
+    split: str,
+    options: PipelineOptions,
+    input_context: tf.distribute.InputContext | None = None,
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    shuffle_buffer: int = 0,
+    repeat: bool = True,
+) -> Built:
     """Build the input pipeline of one input pipeline (one worker or host).
 
     Args:
@@ -75,14 +91,25 @@ def build(dataset: Dataset, split: str, options: PipelineOptions, input_context:
     pipelines = input_context.num_input_pipelines if input_context else 1
     index = input_context.input_pipeline_id if input_context else 0
     if batch_size % pipelines:
-        raise DataError(f"batch size {batch_size} does not split evenly over {pipelines} input pipelines; "
-                        f"use a multiple of {pipelines}")
+        raise DataError(
+            f"batch size {batch_size} does not split evenly over {pipelines} input pipelines; "
+            f"use a multiple of {pipelines}"
+        )
     # ---- PIPELINE=dali: DALI reads, decodes and augments; see ingest/dali.py ----
     if options.preset == "dali":
         from ingest import dali  # Only DALI runs load it (and DALI).
 
-        return dali.build(dataset, split, options, input_context, batch_size=batch_size, training=training,
-                          seed=seed, shuffle_buffer=shuffle_buffer, repeat=repeat)
+        return dali.build(
+            dataset,
+            split,
+            options,
+            input_context,
+            batch_size=batch_size,
+            training=training,
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+            repeat=repeat,
+        )
     # ---- end PIPELINE=dali ----
     local_batch = batch_size // pipelines
     if training and options.shuffle:
@@ -101,11 +128,26 @@ def build(dataset: Dataset, split: str, options: PipelineOptions, input_context:
         # Sharding examples needs the same record order in every pipeline: interleave in order.
         ordered = shard_by == "examples" or bool(options.deterministic)
         if shard_by == "examples":
-            log.warning("%s/%s has %d files for %d input pipelines: sharding by example, so every pipeline "
-                        "reads every file; write at least %d shards (SHARDS=) to shard by file",
-                        dataset.name, split, len(files), pipelines, pipelines)
-        records = _read(dataset, files, options, report, pipelines=pipelines, index=index,
-                        shuffle=training and options.shuffle, seed=seed, ordered=ordered)
+            log.warning(
+                "%s/%s has %d files for %d input pipelines: sharding by example, so every pipeline "
+                "reads every file; write at least %d shards (SHARDS=) to shard by file",
+                dataset.name,
+                split,
+                len(files),
+                pipelines,
+                pipelines,
+            )
+        records = _read(
+            dataset,
+            files,
+            options,
+            report,
+            pipelines=pipelines,
+            index=index,
+            shuffle=training and options.shuffle,
+            seed=seed,
+            ordered=ordered,
+        )
         if shard_by == "examples":
             records = stages.shard_examples(records, pipelines=pipelines, index=index)
 
@@ -129,8 +171,18 @@ def build(dataset: Dataset, split: str, options: PipelineOptions, input_context:
     return Built(ds, tuple(files), shard_by, local_batch, cached, report)
 
 
-def _read(dataset: Dataset, files: list[str], options: PipelineOptions, report: integrity.CorruptionReport, *,
-          pipelines: int, index: int, shuffle: bool, seed: int, ordered: bool) -> tf.data.Dataset:
+def _read(
+    dataset: Dataset,
+    files: list[str],
+    options: PipelineOptions,
+    report: integrity.CorruptionReport,
+    *,
+    pipelines: int,
+    index: int,
+    shuffle: bool,
+    seed: int,
+    ordered: bool,
+) -> tf.data.Dataset:
     """Records of this pipeline's files; with ``skip_corrupt``, damaged files give only intact records."""
     damaged: list[str] = []
     if options.skip_corrupt and dataset.format == "tfrecord":
@@ -141,7 +193,9 @@ def _read(dataset: Dataset, files: list[str], options: PipelineOptions, report: 
     per_pipeline = stages.shard_plan(len(files), pipelines) == "files" and pipelines > 1
     parts = []
     if clean:
-        names = stages.list_files(clean, pipelines=pipelines if per_pipeline else 1, index=index, shuffle=shuffle, seed=seed)
+        names = stages.list_files(
+            clean, pipelines=pipelines if per_pipeline else 1, index=index, shuffle=shuffle, seed=seed
+        )
         parts.append(stages.interleave(names, dataset.read, options=options, ordered=ordered))
     mine = [f for i, f in enumerate(sorted(damaged)) if not per_pipeline or i % pipelines == index]
     for path in mine:

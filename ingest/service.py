@@ -95,7 +95,8 @@ def serve_dispatcher(spec: ClusterSpec) -> None:
     """Run a fault-tolerant dispatcher until the process is stopped (blocks)."""
     Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
     config = tf.data.experimental.service.DispatcherConfig(
-        port=spec.port, work_dir=spec.work_dir, fault_tolerant_mode=True, worker_timeout_ms=spec.worker_timeout_ms)
+        port=spec.port, work_dir=spec.work_dir, fault_tolerant_mode=True, worker_timeout_ms=spec.worker_timeout_ms
+    )
     server = tf.data.experimental.service.DispatchServer(config)
     log.info("dispatcher at %s, journal in %s", spec.address, spec.work_dir)
     server.join()
@@ -105,17 +106,37 @@ def serve_worker(spec: ClusterSpec, index: int) -> None:
     """Run worker ``index`` against the spec's dispatcher until the process is stopped (blocks)."""
     port = spec.worker_port(index)
     config = tf.data.experimental.service.WorkerConfig(
-        dispatcher_address=spec.dispatcher, worker_address=f"{spec.host}:{port}", port=port,
-        heartbeat_interval_ms=spec.heartbeat_ms)
+        dispatcher_address=spec.dispatcher,
+        worker_address=f"{spec.host}:{port}",
+        port=port,
+        heartbeat_interval_ms=spec.heartbeat_ms,
+    )
     server = tf.data.experimental.service.WorkerServer(config)
     log.info("worker %d at %s:%d (dispatcher %s)", index, spec.host, port, spec.dispatcher)
     server.join()
 
 
 def _command(spec: ClusterSpec, role: str, index: int = 0) -> list[str]:
-    return [sys.executable, "-m", "ingest.service", role, "--index", str(index), "--host", spec.host,
-            "--port", str(spec.port), "--work-dir", spec.work_dir, "--workers", str(spec.workers),
-            "--worker-timeout-ms", str(spec.worker_timeout_ms), "--heartbeat-ms", str(spec.heartbeat_ms)]
+    return [
+        sys.executable,
+        "-m",
+        "ingest.service",
+        role,
+        "--index",
+        str(index),
+        "--host",
+        spec.host,
+        "--port",
+        str(spec.port),
+        "--work-dir",
+        spec.work_dir,
+        "--workers",
+        str(spec.workers),
+        "--worker-timeout-ms",
+        str(spec.worker_timeout_ms),
+        "--heartbeat-ms",
+        str(spec.heartbeat_ms),
+    ]
 
 
 def wait_listening(port: int, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
@@ -123,8 +144,10 @@ def wait_listening(port: int, timeout_s: float = 120.0, proc: subprocess.Popen |
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise StokerError(f"tf.data service process for port {port} exited with code {proc.returncode}; "
-                              "see its log above (port already in use?)")
+            raise StokerError(
+                f"tf.data service process for port {port} exited with code {proc.returncode}; "
+                "see its log above (port already in use?)"
+            )
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -244,8 +267,11 @@ def distribute(ds: tf.data.Dataset, options: PipelineOptions, *, job_name: str) 
 
     def open_job(session: tf.Tensor) -> list:
         name = f"{job_name}-{uuid.uuid4().hex[:8]}"
-        remote = ds.apply(tf.data.experimental.service.distribute(
-            processing_mode=MODES[options.service_mode], service=options.data_service, job_name=name))
+        remote = ds.apply(
+            tf.data.experimental.service.distribute(
+                processing_mode=MODES[options.service_mode], service=options.data_service, job_name=name
+            )
+        )
         return _bounded(remote, timeout_s=options.service_timeout_s, where=f"{options.data_service} job {name}")
 
     def pull(session: tf.Tensor) -> list:
@@ -273,7 +299,8 @@ def distribute(ds: tf.data.Dataset, options: PipelineOptions, *, job_name: str) 
     # One session id per iterator (random: a restored id never meets a live one), then elements
     # until the job ends. Built from checkpointable datasets, unlike from_generator.
     sessions = tf.data.Dataset.from_tensors(0).map(
-        lambda _: tf.py_function(lambda: uuid.uuid4().int >> 65, [], tf.int64))
+        lambda _: tf.py_function(lambda: uuid.uuid4().int >> 65, [], tf.int64)
+    )
     out = sessions.flat_map(stream).take_while(lambda ok, _: ok)
     out = out.map(lambda _, values: tf.nest.pack_sequence_as(spec, list(values)))
     return out.with_options(_ignore_external_state())
@@ -328,7 +355,8 @@ def _bounded(ds: tf.data.Dataset, *, timeout_s: float, where: str) -> Iterator:
                 raise ServiceTimeoutError(
                     f"tf.data service at {where} gave no element for {timeout_s:g} s (pipeline.service_timeout_s): "
                     "are its workers up? Start them with `make data-service`, or raise "
-                    "pipeline.service_timeout_s when the first element is slow") from None
+                    "pipeline.service_timeout_s when the first element is slow"
+                ) from None
             if item is _END:
                 return
             if isinstance(item, Exception):
@@ -364,8 +392,15 @@ def _rate(ds: tf.data.Dataset, *, batches: int, warmup: int) -> float:
     return examples / (time.perf_counter() - start)
 
 
-def compare(make: Callable[[PipelineOptions], tf.data.Dataset], options: PipelineOptions, *, workers: int = 2,
-            batches: int = 50, warmup: int = 5, work_dir: str | None = None) -> Comparison:
+def compare(
+    make: Callable[[PipelineOptions], tf.data.Dataset],
+    options: PipelineOptions,
+    *,
+    workers: int = 2,
+    batches: int = 50,
+    warmup: int = 5,
+    work_dir: str | None = None,
+) -> Comparison:
     """Examples/s of ``make(options)`` locally, then with ``workers`` service workers on 127.0.0.1.
 
     ``make`` builds a repeated, batched dataset from pipeline options (e.g. a lambda around
@@ -374,8 +409,11 @@ def compare(make: Callable[[PipelineOptions], tf.data.Dataset], options: Pipelin
     near or below 1 is expected here; on other hosts the workers add their own cores.
     """
     local = _rate(make(dataclasses.replace(options, data_service="")), batches=batches, warmup=warmup)
-    spec = ClusterSpec(workers=workers, port=free_port(workers + 1),
-                       work_dir=work_dir or tempfile.mkdtemp(prefix="stoker-data-service-"))
+    spec = ClusterSpec(
+        workers=workers,
+        port=free_port(workers + 1),
+        work_dir=work_dir or tempfile.mkdtemp(prefix="stoker-data-service-"),
+    )
     with LocalCluster(spec, quiet=True) as cluster:
         remote_options = dataclasses.replace(options, data_service=cluster.spec.address)
         remote = _rate(make(remote_options), batches=batches, warmup=warmup)
@@ -384,8 +422,13 @@ def compare(make: Callable[[PipelineOptions], tf.data.Dataset], options: Pipelin
 
 # ---- command line ------------------------------------------------------------------------
 def _spec(args: argparse.Namespace) -> ClusterSpec:
-    return ClusterSpec(workers=args.workers, host=args.host, port=args.port, work_dir=args.work_dir,
-                       **{k: getattr(args, k) for k in ("worker_timeout_ms", "heartbeat_ms") if hasattr(args, k)})
+    return ClusterSpec(
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        work_dir=args.work_dir,
+        **{k: getattr(args, k) for k in ("worker_timeout_ms", "heartbeat_ms") if hasattr(args, k)},
+    )
 
 
 def main(args: argparse.Namespace) -> int:

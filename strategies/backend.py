@@ -93,8 +93,9 @@ class Backend:
         """Examples a replica's summed loss is divided by, so that reduced gradients are the mean."""
         return global_batch
 
-    def loss_and_grads(self, model: tf.keras.Model, loss_fn: Callable[[Any, tf.Tensor], tf.Tensor],
-                       batch: Any) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+    def loss_and_grads(
+        self, model: tf.keras.Model, loss_fn: Callable[[Any, tf.Tensor], tf.Tensor], batch: Any
+    ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
         """Replica: (summed loss / divisor, logits, gradients of the trainable variables)."""
         x, y = batch
         with tf.GradientTape() as tape:

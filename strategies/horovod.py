@@ -27,8 +27,9 @@ def _hvd():
     try:
         import horovod.tensorflow as hvd
     except ImportError as err:
-        raise RuntimeError(f"STRATEGY=horovod needs Horovod built with TensorFlow and Gloo ({err}); "
-                           f"run `make setup`") from None
+        raise RuntimeError(
+            f"STRATEGY=horovod needs Horovod built with TensorFlow and Gloo ({err}); run `make setup`"
+        ) from None
     return hvd
 
 

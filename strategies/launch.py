@@ -87,8 +87,17 @@ def horovod_command(options: StrategyOptions, cmd: list[str]) -> list[str]:
     if not os.path.exists(horovodrun):
         raise LaunchError("horovodrun not found next to this Python; run `make setup` (it builds Horovod with Gloo)")
     hosts = options.hosts or f"localhost:{options.processes}"
-    return [horovodrun, "--gloo", "-np", str(options.processes), "-H", hosts,
-            "--start-timeout", str(int(options.collective_timeout_s)), *cmd]
+    return [
+        horovodrun,
+        "--gloo",
+        "-np",
+        str(options.processes),
+        "-H",
+        hosts,
+        "--start-timeout",
+        str(int(options.collective_timeout_s)),
+        *cmd,
+    ]
 
 
 def launch(config: Any, items: Sequence[str], sets: Sequence[str]) -> int:
@@ -97,15 +106,20 @@ def launch(config: Any, items: Sequence[str], sets: Sequence[str]) -> int:
     cmd = training_command(items, sets)
     settle = options.collective_timeout_s + 120.0  # the last evaluation plus a collective timeout
     if options.name == "horovod":
-        log.info("horovod: launching %d ranks with horovodrun --gloo (hosts: %s)", options.processes,
-                 "given by HOSTS" if options.hosts else "this machine")
+        log.info(
+            "horovod: launching %d ranks with horovodrun --gloo (hosts: %s)",
+            options.processes,
+            "given by HOSTS" if options.hosts else "this machine",
+        )
         return supervise([horovod_command(options, cmd)], [dict(os.environ)], names=["horovodrun"], settle_s=settle)
     configs = tf_configs(options.processes, options.port)
     envs = [dict(os.environ, TF_CONFIG=c) for c in configs]
-    log.info("multi_worker: launching %d local workers on 127.0.0.1 (TF_CONFIG generated, not logged)",
-             options.processes)
-    return supervise([cmd] * options.processes, envs, names=[f"worker {i}" for i in range(options.processes)],
-                     settle_s=settle)
+    log.info(
+        "multi_worker: launching %d local workers on 127.0.0.1 (TF_CONFIG generated, not logged)", options.processes
+    )
+    return supervise(
+        [cmd] * options.processes, envs, names=[f"worker {i}" for i in range(options.processes)], settle_s=settle
+    )
 
 
 def _die_with_launcher() -> None:
@@ -136,17 +150,32 @@ def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
             time.sleep(0.1)
 
 
-def supervise(cmds: Sequence[list[str]], envs: Sequence[dict[str, str]], *, names: Sequence[str],
-              timeout_s: float = 0.0, settle_s: float = 300.0, grace_s: float = GRACE_S) -> int:
+def supervise(
+    cmds: Sequence[list[str]],
+    envs: Sequence[dict[str, str]],
+    *,
+    names: Sequence[str],
+    timeout_s: float = 0.0,
+    settle_s: float = 300.0,
+    grace_s: float = GRACE_S,
+) -> int:
     """Host: run ``cmds`` at once, prefix their output, and return 0 only if every one succeeds.
 
     When one exits non-zero, when ``timeout_s`` > 0 passes, or when the others are still
     running ``settle_s`` after one finished, the rest are stopped and a message names the
     worker. SIGINT/SIGTERM to this process stop the workers too.
     """
-    procs = [subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                              preexec_fn=_die_with_launcher)  # noqa: PLW1509 (only prctl, before exec)
-             for c, e in zip(cmds, envs, strict=True)]
+    procs = [
+        subprocess.Popen(
+            c,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_launcher,
+        )  # noqa: PLW1509 (only prctl, before exec)
+        for c, e in zip(cmds, envs, strict=True)
+    ]
     pumps = [threading.Thread(target=_pump, args=(p.stdout, n), daemon=True) for p, n in zip(procs, names, strict=True)]
     for t in pumps:
         t.start()
@@ -174,8 +203,9 @@ def _swap_handler(sig: int, handler: Any) -> Any:
         return None
 
 
-def _wait(procs: list[subprocess.Popen], names: Sequence[str], bounds: tuple[float, float],
-          stopping: dict[str, int]) -> int:
+def _wait(
+    procs: list[subprocess.Popen], names: Sequence[str], bounds: tuple[float, float], stopping: dict[str, int]
+) -> int:
     """Poll until all succeed (0), one fails (its code), a bound passes or a signal arrives."""
     timeout_s, settle_s = bounds
     start, first_done = time.monotonic(), None
@@ -184,8 +214,13 @@ def _wait(procs: list[subprocess.Popen], names: Sequence[str], bounds: tuple[flo
         failed = [(n, c) for n, c in zip(names, codes, strict=True) if c not in (None, 0)]
         if failed:
             name, code = failed[0]
-            log.error("%s exited with code %d; stopping the other %d worker(s). Its output above "
-                      "(prefixed [%s]) says why", name, code, sum(c is None for c in codes), name)
+            log.error(
+                "%s exited with code %d; stopping the other %d worker(s). Its output above (prefixed [%s]) says why",
+                name,
+                code,
+                sum(c is None for c in codes),
+                name,
+            )
             return code if code > 0 else 1
         if all(c == 0 for c in codes):
             return 0
@@ -199,7 +234,11 @@ def _wait(procs: list[subprocess.Popen], names: Sequence[str], bounds: tuple[flo
             first_done = time.monotonic()
         if first_done is not None and time.monotonic() - first_done > settle_s:
             stuck = [n for n, c in zip(names, codes, strict=True) if c is None]
-            log.error("%s still running %.0f s after another worker finished (a peer is likely blocked in a "
-                      "collective); stopping it", ", ".join(stuck), settle_s)
+            log.error(
+                "%s still running %.0f s after another worker finished (a peer is likely blocked in a "
+                "collective); stopping it",
+                ", ".join(stuck),
+                settle_s,
+            )
             return 1
         time.sleep(0.2)

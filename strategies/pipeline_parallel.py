@@ -76,21 +76,30 @@ class Pipeline(Backend):
 
     def loss_divisor(self, global_batch: int) -> int:
         if global_batch % self.options.microbatches:
-            raise ValueError(f"batch {global_batch} does not split into MICROBATCHES={self.options.microbatches}; "
-                             f"use a batch that is a multiple of it (BATCH=)")
+            raise ValueError(
+                f"batch {global_batch} does not split into MICROBATCHES={self.options.microbatches}; "
+                f"use a batch that is a multiple of it (BATCH=)"
+            )
         return global_batch
 
     def stages(self, model) -> list[Stage]:
         """The model's stages (made once per model, host)."""
         if self._model is not model:
             if type(model).__name__ != "Sequential":
-                raise ValueError(f"STRATEGY=pipeline splits a Sequential model by layers; {model.name!r} is a "
-                                 f"{type(model).__name__}: register it as a Sequential or use another STRATEGY")
+                raise ValueError(
+                    f"STRATEGY=pipeline splits a Sequential model by layers; {model.name!r} is a "
+                    f"{type(model).__name__}: register it as a Sequential or use another STRATEGY"
+                )
             groups = split_layers(list(model.layers), self.options.stages)
             self._stages = [Stage(g, d, self.options.remat) for g, d in zip(groups, self.devices, strict=True)]
             self._model = model
-            log.info("pipeline: %d stages of %s layers, %d micro-batches, remat=%s", len(groups),
-                     "/".join(str(len(g)) for g in groups), self.options.microbatches, self.options.remat)
+            log.info(
+                "pipeline: %d stages of %s layers, %d micro-batches, remat=%s",
+                len(groups),
+                "/".join(str(len(g)) for g in groups),
+                self.options.microbatches,
+                self.options.remat,
+            )
         return self._stages
 
     def loss_and_grads(self, model, loss_fn: Callable[[Any, tf.Tensor], tf.Tensor], batch: Any):
@@ -125,8 +134,9 @@ class Pipeline(Backend):
             outputs.append(h)
         return tapes, inputs, outputs, loss
 
-    def _backward(self, stages: list[Stage], tapes, inputs, outputs, loss: tf.Tensor,
-                  grads: list[list[tf.Tensor]]) -> None:
+    def _backward(
+        self, stages: list[Stage], tapes, inputs, outputs, loss: tf.Tensor, grads: list[list[tf.Tensor]]
+    ) -> None:
         """Replica: one micro-batch's backward, last stage first, each on its own device."""
         target, dh = loss, None
         for k in reversed(range(len(stages))):
@@ -142,8 +152,14 @@ class Pipeline(Backend):
     def extra_metrics(self) -> dict[str, Any]:
         """The schedule's bubble fraction and each stage's measured forward+backward time."""
         k, m = self.options.stages, self.options.microbatches
-        out: dict[str, Any] = {"pipeline": {"stages": k, "microbatches": m, "remat": self.options.remat,
-                                            "bubble_fraction": bubble_fraction(k, m)}}
+        out: dict[str, Any] = {
+            "pipeline": {
+                "stages": k,
+                "microbatches": m,
+                "remat": self.options.remat,
+                "bubble_fraction": bubble_fraction(k, m),
+            }
+        }
         if self._stages and self._input_spec is not None:
             out["pipeline"]["stage_time_ms"] = self.measure_stages()
         return out

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def _part(t: tf.Tensor, parts: int, index: int) -> tf.Tensor:
     n = tf.shape(t)[0]
-    return t[index * n // parts:(index + 1) * n // parts]
+    return t[index * n // parts : (index + 1) * n // parts]
 
 
 class TFDistribute(Backend):
@@ -110,8 +110,9 @@ class MultiWorker(TFDistribute):
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=comm)
         n = self.strategy.num_replicas_in_sync
         resolver = self.strategy.cluster_resolver
-        self.topology = Topology(workers=workers, worker_index=int(resolver.task_id), replicas=n,
-                                 local_replicas=n // workers)
+        self.topology = Topology(
+            workers=workers, worker_index=int(resolver.task_id), replicas=n, local_replicas=n // workers
+        )
 
     @property
     def is_chief(self) -> bool:
@@ -156,8 +157,10 @@ def tpu_readiness(dataset: tf.data.Dataset) -> list[str]:
     ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
     found = sorted(ops.intersection(PYTHON_OPS))
     if found:
-        problems.append(f"the pipeline calls Python ({', '.join(found)}): replace py_function/numpy_function/"
-                        f"from_generator stages with TensorFlow ops")
+        problems.append(
+            f"the pipeline calls Python ({', '.join(found)}): replace py_function/numpy_function/"
+            f"from_generator stages with TensorFlow ops"
+        )
     return problems
 
 

@@ -29,7 +29,9 @@ class Topology:
         if not 0 <= self.worker_index < self.workers:
             raise ValueError(f"worker_index {self.worker_index} outside 0..{self.workers - 1}")
         if self.replicas != self.workers * self.local_replicas:
-            raise ValueError(f"{self.replicas} replicas != {self.workers} workers x {self.local_replicas} local replicas")
+            raise ValueError(
+                f"{self.replicas} replicas != {self.workers} workers x {self.local_replicas} local replicas"
+            )
 
     @property
     def is_chief(self) -> bool:

@@ -30,8 +30,12 @@ def main() -> int:
     except controller.Preempted:
         return 0
     if metrics and "eval" in metrics and metrics["eval"]:
-        log.info("done: %d steps, validation accuracy %.4f, %s/metrics.json", metrics["steps"],
-                 metrics["eval"]["accuracy"], config.run_dir)
+        log.info(
+            "done: %d steps, validation accuracy %.4f, %s/metrics.json",
+            metrics["steps"],
+            metrics["eval"]["accuracy"],
+            config.run_dir,
+        )
     return 0
 
 

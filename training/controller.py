@@ -64,8 +64,13 @@ def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
     """Prepare the dataset when its files are missing (and config allows it)."""
     if dataset.is_prepared():
         if dataset.mismatch():
-            log.warning("%s holds %s: training on what is there; run `make prepare DATASET=%s` with the same "
-                        "settings to regenerate it", dataset.root, dataset.mismatch(), dataset.name)
+            log.warning(
+                "%s holds %s: training on what is there; run `make prepare DATASET=%s` with the same "
+                "settings to regenerate it",
+                dataset.root,
+                dataset.mismatch(),
+                dataset.name,
+            )
         return
     if not config.train.prepare_missing:
         dataset.files(config.data.train_split)  # raises the clear "run make prepare" error
@@ -128,9 +133,11 @@ def common_step(table: np.ndarray) -> int | None:
         return None
     common = set.intersection(*rows)
     if not common:
-        raise StokerError(f"the workers' checkpoints have no step in common (steps per worker: "
-                          f"{[sorted(r) for r in rows]}); delete the run's checkpoints folder (every "
-                          f"worker's) to start again, or raise train.keep_checkpoints")
+        raise StokerError(
+            f"the workers' checkpoints have no step in common (steps per worker: "
+            f"{[sorted(r) for r in rows]}); delete the run's checkpoints folder (every "
+            f"worker's) to start again, or raise train.keep_checkpoints"
+        )
     return max(common)
 
 
@@ -167,9 +174,16 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     t = config.train
     topo = backend.topology
     topo.local_batch(t.batch_size)  # checks divisibility with a clear message
-    built = pipeline.build(dataset, config.data.train_split, config.pipeline, backend.input_context(),
-                           batch_size=t.batch_size, training=True, seed=config.data.seed,
-                           shuffle_buffer=config.data.shuffle_buffer)
+    built = pipeline.build(
+        dataset,
+        config.data.train_split,
+        config.pipeline,
+        backend.input_context(),
+        batch_size=t.batch_size,
+        training=True,
+        seed=config.data.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
     backend.check_input(built.dataset)
     model, optimizer = build_model(config, dataset, backend, topo.replicas)
     trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
@@ -269,8 +283,16 @@ class _Loop:
         rate = w["n"] * global_batch / elapsed if elapsed else 0.0
         epoch = (s - 1) // self.steps_per_epoch + 1
         if self.backend.is_chief:
-            log.info("step %d/%d epoch %d  loss %.4f  acc %.3f  %.0f ex/s  input-wait %.1f%%",
-                     s, self.total, epoch, loss, acc, rate, 100 * w["wait"] / elapsed if elapsed else 0.0)
+            log.info(
+                "step %d/%d epoch %d  loss %.4f  acc %.3f  %.0f ex/s  input-wait %.1f%%",
+                s,
+                self.total,
+                epoch,
+                loss,
+                acc,
+                rate,
+                100 * w["wait"] / elapsed if elapsed else 0.0,
+            )
             with self.writer.as_default(step=s):
                 tf.summary.scalar("train/loss", loss)
                 tf.summary.scalar("train/accuracy", acc)
@@ -281,13 +303,26 @@ class _Loop:
         split = self.config.data.eval_split
         if not split:
             return {}
-        built = pipeline.build(self.dataset, split, self.config.pipeline, None, batch_size=self.config.train.batch_size,
-                               training=False, repeat=False)
+        built = pipeline.build(
+            self.dataset,
+            split,
+            self.config.pipeline,
+            None,
+            batch_size=self.config.train.batch_size,
+            training=False,
+            repeat=False,
+        )
         result = dict(self.trainer.evaluate(built.dataset, self.dataset.feature_key, self.dataset.label_key), step=s)
         self.evals.append(result)
         if self.backend.is_chief:
-            log.info("eval at step %d: loss %.4f  accuracy %.4f  (%d examples of %s)",
-                     s, result["loss"], result["accuracy"], result["examples"], split)
+            log.info(
+                "eval at step %d: loss %.4f  accuracy %.4f  (%d examples of %s)",
+                s,
+                result["loss"],
+                result["accuracy"],
+                result["examples"],
+                split,
+            )
             with self.writer.as_default(step=s):
                 tf.summary.scalar("eval/loss", result["loss"])
                 tf.summary.scalar("eval/accuracy", result["accuracy"])
@@ -297,16 +332,26 @@ class _Loop:
         steps_run = len(self.times.compute)
         steady = sum(self.times.wait[1:]) + sum(self.times.compute[1:])
         metrics = {
-            "dataset": self.dataset.name, "strategy": self.config.strategy.name,
-            "replicas": self.backend.num_replicas, "workers": self.backend.topology.workers,
-            "steps": int(self.step), "steps_this_run": steps_run, "resumed_from_step": start_step,
-            "final_loss": loss, "loss_per_step": self.losses, "eval": final_eval, "evals": self.evals,
+            "dataset": self.dataset.name,
+            "strategy": self.config.strategy.name,
+            "replicas": self.backend.num_replicas,
+            "workers": self.backend.topology.workers,
+            "steps": int(self.step),
+            "steps_this_run": steps_run,
+            "resumed_from_step": start_step,
+            "final_loss": loss,
+            "loss_per_step": self.losses,
+            "eval": final_eval,
+            "evals": self.evals,
             "examples_per_sec": (steps_run - 1) * self.config.train.batch_size / steady if steady else None,
             "input_wait_fraction": self.times.fraction(),
-            "input_wait_per_step": [round(w / (w + c), 4) if w + c else 0.0
-                                    for w, c in zip(self.times.wait, self.times.compute, strict=True)],
+            "input_wait_per_step": [
+                round(w / (w + c), 4) if w + c else 0.0
+                for w, c in zip(self.times.wait, self.times.compute, strict=True)
+            ],
             "step_time_median_s": float(np.median(np.add(self.times.wait, self.times.compute))) if steps_run else None,
-            "corrupt_records": self.built.corrupt.as_dict(), "shard_by": self.built.shard_by,
+            "corrupt_records": self.built.corrupt.as_dict(),
+            "shard_by": self.built.shard_by,
             **self.backend.extra_metrics(),
         }
         if self.backend.is_chief:

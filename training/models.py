@@ -30,30 +30,36 @@ def shapes_cnn(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     average pooling here sat at chance for epochs before it learned. No batch norm: its
     per-replica statistics would make backends differ and REMAT update them twice.
     """
-    return keras.Sequential([
-        keras.layers.InputLayer(input_shape),
-        keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu"),
-        _logits(num_classes),
-    ], name="shapes_cnn")
+    return keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            _logits(num_classes),
+        ],
+        name="shapes_cnn",
+    )
 
 
 @MODELS.register("clicks_mlp")
 def clicks_mlp(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """Two hidden layers of 64 for tabular features."""
-    return keras.Sequential([
-        keras.layers.InputLayer(input_shape),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(64, activation="relu"),
-        _logits(num_classes),
-    ], name="clicks_mlp")
+    return keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            _logits(num_classes),
+        ],
+        name="clicks_mlp",
+    )
 
 
 class _Residual(keras.layers.Layer):
@@ -81,15 +87,20 @@ class _Residual(keras.layers.Layer):
 @MODELS.register("resnet_small")
 def resnet_small(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """A ResNet with 3 stages of one residual block each (16, 32, 64 filters)."""
-    return keras.Sequential([
-        keras.layers.InputLayer(input_shape),
-        keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        _Residual(16, 1), _Residual(32, 2), _Residual(64, 2),
-        keras.layers.GlobalAveragePooling2D(),
-        _logits(num_classes),
-    ], name="resnet_small")
+    return keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape),
+            keras.layers.Conv2D(16, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            _Residual(16, 1),
+            _Residual(32, 2),
+            _Residual(64, 2),
+            keras.layers.GlobalAveragePooling2D(),
+            _logits(num_classes),
+        ],
+        name="resnet_small",
+    )
 
 
 def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:

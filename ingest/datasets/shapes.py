@@ -95,8 +95,11 @@ class Shapes(Dataset):
         info, o = self.info, self.options
         splits = info.get("splits", {})
         wanted = {"train": o.train_examples, "validation": o.eval_examples, "image_size": o.image_size}
-        have = {"train": splits.get("train", {}).get("num_examples"),
-                "validation": splits.get("validation", {}).get("num_examples"), "image_size": info.get("image_size")}
+        have = {
+            "train": splits.get("train", {}).get("num_examples"),
+            "validation": splits.get("validation", {}).get("num_examples"),
+            "image_size": info.get("image_size"),
+        }
         diff = [f"{k} {have[k]} (asked {v})" for k, v in wanted.items() if v and have[k] is not None and have[k] != v]
         return ", ".join(diff)
 

@@ -45,15 +45,25 @@ def test_write_shards_under_test_pipeline(tmp_path):
             | beam.ParDo(beam_job._WriteShard(str(tmp_path), SHARDS, ""))
         )
         counts = metas | beam.Map(lambda m: (m["file"], m["num_examples"]))
-        assert_that(counts, equal_to([(beam_job.shard_name("train", s, SHARDS, ""), len(range(s, n, SHARDS)))
-                                      for s in range(SHARDS)]))
+        assert_that(
+            counts,
+            equal_to([(beam_job.shard_name("train", s, SHARDS, ""), len(range(s, n, SHARDS))) for s in range(SHARDS)]),
+        )
     for s in range(SHARDS):
         assert _ids(tmp_path / beam_job.shard_name("train", s, SHARDS, "")) == list(range(s, n, SHARDS))
 
 
 def test_info_sums_shards_under_test_pipeline(tmp_path):
-    metas = [{"split": "train", "file": f"train-{s}", "num_examples": 4 + s, "bytes": 10 * s,
-              "stats": [[1.0] * 3, [1.0] * 3, [4.0] * 3]} for s in range(SHARDS)]
+    metas = [
+        {
+            "split": "train",
+            "file": f"train-{s}",
+            "num_examples": 4 + s,
+            "bytes": 10 * s,
+            "stats": [[1.0] * 3, [1.0] * 3, [4.0] * 3],
+        }
+        for s in range(SHARDS)
+    ]
     with test_pipeline.TestPipeline() as p:
         _ = p | beam.Create([metas]) | beam.Map(beam_job._write_info, str(tmp_path), {"name": "t"})
     info = json.loads((tmp_path / "dataset_info.json").read_text())
@@ -65,8 +75,9 @@ def test_info_sums_shards_under_test_pipeline(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_direct_runner_multi_processing_counts_match_dataset_info(tmp_path):
-    opts = DataOptions(name="shapes", data_dir=str(tmp_path), train_examples=40, eval_examples=13, shards=SHARDS,
-                       image_size=16)
+    opts = DataOptions(
+        name="shapes", data_dir=str(tmp_path), train_examples=40, eval_examples=13, shards=SHARDS, image_size=16
+    )
     dataset = datasets.get(opts)
     # The default DirectRunner mode: multi_processing, one worker per core (2 here).
     info = dataset.prepare(beam_args=["--direct_num_workers=2"])
@@ -90,8 +101,14 @@ def test_direct_runner_multi_processing_counts_match_dataset_info(tmp_path):
 RUNNER_FLAGS = {
     "FlinkRunner": ["--flink_master=flink-jobmanager:8081", "--environment_type=DOCKER", "--parallelism=16"],
     "SparkRunner": ["--spark_master_url=spark://spark-master:7077", "--environment_type=DOCKER"],
-    "DataflowRunner": ["--project=my-project", "--region=us-central1", "--temp_location=gs://bucket/tmp",
-                       "--requirements_file=requirements.txt", "--setup_file=./setup.py", "--num_workers=8"],
+    "DataflowRunner": [
+        "--project=my-project",
+        "--region=us-central1",
+        "--temp_location=gs://bucket/tmp",
+        "--requirements_file=requirements.txt",
+        "--setup_file=./setup.py",
+        "--num_workers=8",
+    ],
 }
 
 

@@ -33,8 +33,15 @@ def _dali(shapes, split: str, **kw) -> pipeline.Built:
 
 @pytest.mark.timeout(120)
 def test_evaluation_matches_the_tf_data_path(shapes):
-    ref = pipeline.build(shapes, "validation", PipelineOptions(preset="optimized"), None, batch_size=EVAL_BATCH,
-                         training=False, repeat=False)
+    ref = pipeline.build(
+        shapes,
+        "validation",
+        PipelineOptions(preset="optimized"),
+        None,
+        batch_size=EVAL_BATCH,
+        training=False,
+        repeat=False,
+    )
     got = _dali(shapes, "validation", batch_size=EVAL_BATCH)
     assert got.dataset.element_spec == ref.dataset.element_spec
     want, have = _by_id(ref.dataset), _by_id(got.dataset)

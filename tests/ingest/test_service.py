@@ -61,8 +61,13 @@ def ids_dataset(tmp_path_factory) -> Ids:
 
 @pytest.fixture()
 def cluster(tmp_path):
-    spec = service.ClusterSpec(workers=2, port=service.free_port(3), work_dir=str(tmp_path / "journal"),
-                               worker_timeout_ms=3_000, heartbeat_ms=500)
+    spec = service.ClusterSpec(
+        workers=2,
+        port=service.free_port(3),
+        work_dir=str(tmp_path / "journal"),
+        worker_timeout_ms=3_000,
+        heartbeat_ms=500,
+    )
     with service.LocalCluster(spec, quiet=True) as c:
         yield c
 
@@ -124,8 +129,15 @@ def test_worker_killed_and_restarted_loses_at_most_its_splits_in_flight(ids_data
     lost, dup, lost_files = _tally(seen)
     record_property("lost_examples", len(lost))
     record_property("lost_files", len(lost_files))
-    log.warning("worker restart: %d of %d examples seen, %d lost in %d files %s, %d duplicated",
-                len(set(seen)), TOTAL, len(lost), len(lost_files), sorted(lost_files), len(dup))
+    log.warning(
+        "worker restart: %d of %d examples seen, %d lost in %d files %s, %d duplicated",
+        len(set(seen)),
+        TOTAL,
+        len(lost),
+        len(lost_files),
+        sorted(lost_files),
+        len(dup),
+    )
     assert not dup, f"ids seen twice: {dup}"
     # In flight on one worker: a parallel interleave holds cycle_length open files and as
     # many prefetched ones (tf.data's prefetch_input_elements defaults to cycle_length).

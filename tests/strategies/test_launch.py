@@ -48,8 +48,9 @@ def _py(code: str) -> list[str]:
 
 
 def test_supervise_prefixes_output_and_succeeds(capsys):
-    code = launch.supervise([_py("print('hello')"), _py("print('there')")], [dict(os.environ)] * 2,
-                            names=["worker 0", "worker 1"])
+    code = launch.supervise(
+        [_py("print('hello')"), _py("print('there')")], [dict(os.environ)] * 2, names=["worker 0", "worker 1"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "[worker 0] hello" in out and "[worker 1] there" in out
 
@@ -74,8 +75,10 @@ def test_workers_stop_when_the_launcher_is_killed(tmp_path):
 
     pid_file = tmp_path / "pid"
     sleeper = _py(f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)")
-    code = (f"import os; from strategies import launch; "
-            f"launch.supervise([{sleeper!r}], [dict(os.environ)], names=['worker 0'])")
+    code = (
+        f"import os; from strategies import launch; "
+        f"launch.supervise([{sleeper!r}], [dict(os.environ)], names=['worker 0'])"
+    )
     launcher = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)))
     try:
         deadline = time.monotonic() + 30

@@ -37,6 +37,7 @@ def _loss_fn(divisor: float):
     def loss(y, logits):
         per = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         return tf.reduce_sum(per) / divisor
+
     return loss
 
 

@@ -25,11 +25,15 @@ def test_partial_last_batch_is_named():
     assert "x" in problem and "drop_remainder=True" in problem
 
 
-@pytest.mark.parametrize("make", [
-    lambda: tf.data.Dataset.range(8).map(lambda i: tf.py_function(lambda v: v, [i], tf.int64)),
-    lambda: tf.data.Dataset.range(8).map(lambda i: tf.numpy_function(np.square, [i], tf.int64)),
-    lambda: tf.data.Dataset.from_generator(lambda: iter(range(8)), output_signature=tf.TensorSpec([], tf.int64)),
-], ids=["py_function", "numpy_function", "from_generator"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tf.data.Dataset.range(8).map(lambda i: tf.py_function(lambda v: v, [i], tf.int64)),
+        lambda: tf.data.Dataset.range(8).map(lambda i: tf.numpy_function(np.square, [i], tf.int64)),
+        lambda: tf.data.Dataset.from_generator(lambda: iter(range(8)), output_signature=tf.TensorSpec([], tf.int64)),
+    ],
+    ids=["py_function", "numpy_function", "from_generator"],
+)
 def test_python_stages_are_named(make):
     ds = make().map(lambda v: tf.reshape(v, [])).batch(4, drop_remainder=True)
     problems = tpu_readiness(ds)
@@ -40,8 +44,7 @@ def test_stoker_training_pipeline_is_ready_and_eval_pipeline_is_not():
     data = datasets.get(DataOptions(name="synthetic", image_size=16, train_examples=64, eval_examples=30))
     train = pipeline.build(data, "train", PipelineOptions(), None, batch_size=8, training=True, shuffle_buffer=64)
     assert tpu_readiness(train.dataset) == []
-    evaluation = pipeline.build(data, "validation", PipelineOptions(), None, batch_size=8, training=False,
-                                repeat=False)
+    evaluation = pipeline.build(data, "validation", PipelineOptions(), None, batch_size=8, training=False, repeat=False)
     assert any("drop_remainder" in p for p in tpu_readiness(evaluation.dataset))
 
 

@@ -38,17 +38,31 @@ def train(runs_dir: Path, run: str, items: list[str], sets: list[str], *, timeou
     return train_all(runs_dir, {run: items}, sets, timeout=timeout)[run]
 
 
-def train_all(runs_dir: Path, items: dict[str, list[str]], sets: list[str], *, timeout: float,
-              extra_sets: dict[str, list[str]] | None = None) -> dict[str, dict]:
+def train_all(
+    runs_dir: Path,
+    items: dict[str, list[str]],
+    sets: list[str],
+    *,
+    timeout: float,
+    extra_sets: dict[str, list[str]] | None = None,
+) -> dict[str, dict]:
     """Run ``{run name: items}`` at the same time, each within ``timeout`` s; run name -> metrics.json.
 
     ``extra_sets`` adds ``--set`` items to some runs (later ones win).
     """
     extra = extra_sets or {}
-    procs = {run: subprocess.Popen(command(runs_dir, run, i, sets + extra.get(run, [])), env=env(), cwd=REPO,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
-             for run, i in items.items()}
+    procs = {
+        run: subprocess.Popen(
+            command(runs_dir, run, i, sets + extra.get(run, [])),
+            env=env(),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for run, i in items.items()
+    }
     deadline = time.monotonic() + timeout
     failed = []
     try:

@@ -23,8 +23,10 @@ pytestmark = pytest.mark.slow
 
 EXAMPLES, BATCH = 256, 32
 ITEMS = ["CONFIG=tiny", "DATASET=synthetic", "SEED=0", "DETERMINISTIC=1", f"BATCH={BATCH}", "EPOCHS=1"]
-SETS = [f"data.image_size=16 data.train_examples={EXAMPLES} data.eval_examples=64 pipeline.shuffle=false "
-        "train.optimizer=sgd train.learning_rate=0.1 train.eval_every_epoch=false train.record_ids=true"]
+SETS = [
+    f"data.image_size=16 data.train_examples={EXAMPLES} data.eval_examples=64 pipeline.shuffle=false "
+    "train.optimizer=sgd train.learning_rate=0.1 train.eval_every_epoch=false train.record_ids=true"
+]
 BACKENDS = {
     "one_device": ["STRATEGY=one_device"],
     "mirrored": ["STRATEGY=mirrored", "DEVICES=2"],
@@ -41,8 +43,9 @@ def trained(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     root = tmp_path_factory.mktemp("agree")
     items = {name: ITEMS + i for name, i in BACKENDS.items()}
     items["multi_worker_shuffled"] = items["multi_worker"]
-    metrics = runs.train_all(root, items, SETS, timeout=480,
-                             extra_sets={"multi_worker_shuffled": ["pipeline.shuffle=true"]})
+    metrics = runs.train_all(
+        root, items, SETS, timeout=480, extra_sets={"multi_worker_shuffled": ["pipeline.shuffle=true"]}
+    )
     return {name: (m, root / name) for name, m in metrics.items()}
 
 
@@ -83,7 +86,8 @@ def test_two_workers_see_each_id_once(trained, name):
     assert sorted(p.name for p in (run_dir / "ids").glob("*.txt")) == ["worker_0.txt", "worker_1.txt"]
     seen = runs.ids_seen(run_dir)
     assert seen == Counter(range(EXAMPLES)), (
-        f"missing {sorted(set(range(EXAMPLES)) - set(seen))[:10]}, twice {[i for i, c in seen.items() if c > 1][:10]}")
+        f"missing {sorted(set(range(EXAMPLES)) - set(seen))[:10]}, twice {[i for i, c in seen.items() if c > 1][:10]}"
+    )
 
 
 @pytest.mark.timeout(900)

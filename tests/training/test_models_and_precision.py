@@ -34,12 +34,14 @@ def test_clicks_mlp_and_registry_errors():
         models.build("shapes_cn", (16, 16, 3), 4)
 
 
-@pytest.mark.parametrize("strategy", [["STRATEGY=mirrored", "DEVICES=2"], ["STRATEGY=pipeline", "STAGES=2"]],
-                         ids=["mirrored", "pipeline"])
+@pytest.mark.parametrize(
+    "strategy", [["STRATEGY=mirrored", "DEVICES=2"], ["STRATEGY=pipeline", "STAGES=2"]], ids=["mirrored", "pipeline"]
+)
 def test_mixed_precision_trains(strategy, tmp_path, restore_policy):
     config = run_config.from_args(
         ["CONFIG=tiny", "DATASET=synthetic", "MIXED_PRECISION=1", "STEPS=4", "BATCH=16", "RUN=mp", *strategy],
-        [f"data.image_size=16 data.train_examples=64 data.eval_examples=32 train.runs_dir={tmp_path}"])
+        [f"data.image_size=16 data.train_examples=64 data.eval_examples=32 train.runs_dir={tmp_path}"],
+    )
     metrics = controller.run(config)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     assert metrics["steps"] == 4 and math.isfinite(metrics["final_loss"]) and math.isfinite(metrics["eval"]["loss"])

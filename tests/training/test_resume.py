@@ -16,8 +16,10 @@ from tests.training import runs
 EXAMPLES, BATCH, EVERY = 4096, 16, 20
 STEPS = EXAMPLES // BATCH
 ITEMS = ["CONFIG=tiny", "DATASET=synthetic", "STRATEGY=mirrored", "DEVICES=2", f"BATCH={BATCH}", "EPOCHS=1"]
-SETS = [f"data.image_size=16 data.train_examples={EXAMPLES} data.eval_examples=64 data.shuffle_buffer=1024 "
-        f"pipeline.shuffle=true train.checkpoint_every={EVERY} train.eval_every_epoch=false train.record_ids=true"]
+SETS = [
+    f"data.image_size=16 data.train_examples={EXAMPLES} data.eval_examples=64 data.shuffle_buffer=1024 "
+    f"pipeline.shuffle=true train.checkpoint_every={EVERY} train.eval_every_epoch=false train.record_ids=true"
+]
 
 
 def kill_after_checkpoints(cmd: list[str], ids_file, min_lines: int, timeout: float) -> None:
@@ -53,7 +55,7 @@ def test_sigkill_mid_epoch_then_resume_covers_epoch_once(tmp_path):
     assert first[-1][0] < STEPS, "the first run finished the epoch: nothing left to resume"
 
     metrics = runs.train(tmp_path, "killed", ITEMS, SETS, timeout=240)
-    second = runs.id_lines(ids_file)[len(first):]
+    second = runs.id_lines(ids_file)[len(first) :]
     assert metrics["steps"] == STEPS and metrics["resumed_from_step"] == saved
     assert [s for s, _ in second] == list(range(saved + 1, STEPS + 1))
     seen = Counter(i for s, ids in first if s <= saved for i in ids)
