@@ -220,7 +220,7 @@ def run(cfg: BenchConfig) -> SuiteResult:
     )
     notes = (
         f"optimized reaches {opt['of_parallel']:.0%} of a {cfg.cores}-thread decode over in-memory JPEGs measured "
-        "in the same rounds (what the cores actually gave under the machine's load).",
+        "in the same passes (what the cores actually gave under the machine's load).",
         "Rows run one at a time in two passes (forward, then reverse); each figure pools both passes' windows.",
     )
     return SuiteResult("ablation", tuple(images + clicks + artificial.rows(cfg)), targets, notes)

@@ -47,11 +47,13 @@ def _rate(r: dict[str, Any]) -> str:
 def group_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of one group's rows: median (min-max), ratios, time to first batch."""
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-    unit = "time" if "seconds" in rows[0] else rows[0]["unit"]
+    units = {r["unit"] for r in rows}
+    unit = "time" if "seconds" in rows[0] else rows[0]["unit"] if len(units) == 1 else "rate"
     head = ["row", f"{unit}, median (min-max)", *(h for _, h, _ in cols), "first (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["name"], _rate(r)]
+        name = r["name"] if len(units) == 1 else f"{r['name']} ({r['unit']})"
+        cells = [name, _rate(r)]
         cells += [fmt.format(r[k]) if k in r else "" for k, _, fmt in cols]
         cells.append(f"{r['first_s']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
