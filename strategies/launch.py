@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # Set by horovodrun (Gloo) and mpirun in each rank: such a process is a worker, not a launcher.
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 PR_SET_PDEATHSIG = 1  # prctl option: signal sent to this process when its parent dies
+PREEMPT_GRACE_S = 120.0  # after SIGTERM, workers get this long to checkpoint and exit 0
 GRACE_S = 10.0  # after one worker fails, the others get this long to stop before SIGKILL
 
 
@@ -188,11 +189,15 @@ def supervise(
     try:
         code = _wait(procs, names, (timeout_s, settle_s), stopping)
     finally:
-        _stop(procs, grace_s)
+        # On SIGTERM the workers get time to reach a step boundary and save a checkpoint.
+        _stop(procs, PREEMPT_GRACE_S if stopping["signal"] == signal.SIGTERM else grace_s)
         for s, h in old.items():
             _swap_handler(s, h)
         for t in pumps:
             t.join(timeout=5)
+    if stopping["signal"] == signal.SIGTERM and all(p.returncode == 0 for p in procs):
+        log.warning("SIGTERM: every worker saved a checkpoint and exited; run the same command again to resume")
+        return 0
     return code
 
 

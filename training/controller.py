@@ -267,7 +267,7 @@ class _Loop:
                 self.manager.save(checkpoint_number=s)
             if s % self.steps_per_epoch == 0 and t.eval_every_epoch and s < self.total:
                 self._evaluate(s)
-            if self.sigterm.flag:
+            if self._preempted():
                 self.manager.save(checkpoint_number=s)
                 log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
                 raise Preempted(s)
@@ -275,6 +275,12 @@ class _Loop:
             self.manager.save(checkpoint_number=int(self.step))
         final_eval = self._evaluate(int(self.step))
         return self._report(loss, start_step, final_eval)
+
+    def _preempted(self) -> bool:
+        """Host: did SIGTERM reach any worker? Workers agree (a collective) so all stop at one step."""
+        if self.backend.topology.workers == 1:
+            return self.sigterm.flag
+        return bool(self.backend.gather_ints([int(self.sigterm.flag)]).max())
 
     def _log(self, s: int, w: dict[str, Any]) -> None:
         elapsed = time.perf_counter() - w["t"]
