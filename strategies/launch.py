@@ -151,6 +151,26 @@ def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
             time.sleep(0.1)
 
 
+def _preempt(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM the training processes themselves and wait for them to checkpoint and exit.
+
+    Under horovodrun they are its descendants: signalling horovodrun instead makes it SIGKILL
+    the ranks before they can save.
+    """
+    import psutil
+
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            kids = psutil.Process(p.pid).children(recursive=True)
+            # the Python training processes only: a shell wrapper dies of SIGTERM without saving
+            workers = [k for k in kids if k.cmdline()[1:3] == ["-m", "training"]] or [psutil.Process(p.pid)]
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def supervise(
     cmds: Sequence[list[str]],
     envs: Sequence[dict[str, str]],
@@ -189,8 +209,9 @@ def supervise(
     try:
         code = _wait(procs, names, (timeout_s, settle_s), stopping)
     finally:
-        # On SIGTERM the workers get time to reach a step boundary and save a checkpoint.
-        _stop(procs, PREEMPT_GRACE_S if stopping["signal"] == signal.SIGTERM else grace_s)
+        if stopping["signal"] == signal.SIGTERM:  # workers get time to reach a step boundary and save
+            _preempt(procs, PREEMPT_GRACE_S)
+        _stop(procs, grace_s)
         for s, h in old.items():
             _swap_handler(s, h)
         for t in pumps:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.training import runs
 
-ITEMS = ["CONFIG=tiny", "DATASET=synthetic", "STRATEGY=multi_worker", "NP=2", "DEVICES=1", "BATCH=16", "EPOCHS=3"]
+ITEMS = ["CONFIG=tiny", "DATASET=synthetic", "NP=2", "DEVICES=1", "BATCH=16", "EPOCHS=3"]
 SETS = [
     "data.image_size=16 data.train_examples=512 data.eval_examples=32 train.record_ids=true "
     "train.checkpoint_every=4 strategy.collective_timeout_s=30 train.model=resnet_small"
@@ -20,8 +20,8 @@ SETS = [
 TOTAL = 3 * 512 // 16
 
 
-def _start(runs_dir):
-    cmd = runs.command(runs_dir, "mw", ITEMS, SETS)
+def _start(runs_dir, strategy="multi_worker"):
+    cmd = runs.command(runs_dir, "mw", [*ITEMS, f"STRATEGY={strategy}"], SETS)
     return subprocess.Popen(
         cmd,
         env=runs.env(),
@@ -62,22 +62,23 @@ def _finish(proc, timeout):
     return out
 
 
-def _resume_and_check(runs_dir):
-    metrics = runs.train(runs_dir, "mw", ITEMS, SETS, timeout=400)
+def _resume_and_check(runs_dir, strategy="multi_worker"):
+    metrics = runs.train(runs_dir, "mw", [*ITEMS, f"STRATEGY={strategy}"], SETS, timeout=400)
     assert metrics["resumed_from_step"] > 0 and metrics["steps"] == TOTAL
     return metrics
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_sigterm_to_the_launch_checkpoints_every_worker_and_exits_zero(tmp_path):
-    proc = _start(tmp_path)
+@pytest.mark.parametrize("strategy", ["multi_worker", "horovod"])
+def test_sigterm_to_the_launch_checkpoints_every_worker_and_exits_zero(tmp_path, strategy):
+    proc = _start(tmp_path, strategy)
     _wait_for_steps(tmp_path, proc, 6)
     proc.send_signal(signal.SIGTERM)
     out = _finish(proc, 240)
     assert proc.returncode == 0, out[-3000:]
     assert out.count("SIGTERM: saved a checkpoint at step") == 2, out[-3000:]
-    _resume_and_check(tmp_path)
+    _resume_and_check(tmp_path, strategy)
     for worker in (0, 1):  # every step ran once on each worker, over both runs
         steps = [s for s, _ in runs.id_lines(tmp_path / "mw" / "ids" / f"worker_{worker}.txt")]
         assert sorted(steps) == list(range(1, TOTAL + 1)), f"worker {worker}"
