@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import tensorflow as tf
 
-from ingest import datasets, pipeline
+from ingest import datasets
 from ingest.dataset import Dataset
 from ingest.pipeline import Built
 from profiles import report, scenarios, trace
@@ -26,7 +26,7 @@ from profiles.measurements import Measurements, Setup, StageRate
 from stoker.errors import StokerError
 from strategies import make_backend
 from training.config import RunConfig
-from training.controller import build_model, ensure_prepared, setup_precision_and_seeds
+from training.controller import build_model, ensure_prepared, setup_precision_and_seeds, train_pipeline
 from training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -62,16 +62,7 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
     ensure_prepared(dataset, config)
     setup_precision_and_seeds(config, config.strategy.name)
     t, p = config.train, config.profile
-    built = pipeline.build(
-        dataset,
-        config.data.train_split,
-        config.pipeline,
-        backend.input_context(),
-        batch_size=t.batch_size,
-        training=True,
-        seed=config.data.seed,
-        shuffle_buffer=config.data.shuffle_buffer,
-    )
+    built = train_pipeline(config, dataset, backend)
     model, optimizer = build_model(config, dataset, backend, backend.topology.replicas)
     trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
     fk, lk = dataset.feature_key, dataset.label_key

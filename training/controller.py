@@ -166,6 +166,20 @@ def run(config: RunConfig) -> dict[str, Any]:
         backend.shutdown()
 
 
+def train_pipeline(config: RunConfig, dataset: Dataset, backend: Backend) -> pipeline.Built:
+    """Host: this worker's training input pipeline, as the run config describes it."""
+    return pipeline.build(
+        dataset,
+        config.data.train_split,
+        config.pipeline,
+        backend.input_context(),
+        batch_size=config.train.batch_size,
+        training=True,
+        seed=config.data.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
+
+
 def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     dataset = datasets.get(config.data)
     if backend.is_chief:
@@ -174,16 +188,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     t = config.train
     topo = backend.topology
     topo.local_batch(t.batch_size)  # checks divisibility with a clear message
-    built = pipeline.build(
-        dataset,
-        config.data.train_split,
-        config.pipeline,
-        backend.input_context(),
-        batch_size=t.batch_size,
-        training=True,
-        seed=config.data.seed,
-        shuffle_buffer=config.data.shuffle_buffer,
-    )
+    built = train_pipeline(config, dataset, backend)
     backend.check_input(built.dataset)
     model, optimizer = build_model(config, dataset, backend, topo.replicas)
     trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
