@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import readme as readme_blocks
 from benchmarks import report, runner
 from benchmarks.config import BenchConfig
 
@@ -28,7 +29,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--suite", action="append", choices=runner.SUITES, help="run only this suite (repeatable)")
     p.add_argument("--results-dir", default="", help="where <suite>.json goes (default benchmarks/results)")
     p.add_argument("--readme", default="", help="README whose tables are regenerated ('none' to skip)")
-    p.add_argument("--timeout", type=float, default=0, help="seconds allowed per suite (default 900, quick 300)")
+    p.add_argument("--timeout", type=float, default=0, help="seconds allowed per suite (default 1500, quick 300)")
     return p.parse_args(argv)
 
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = config(args)
     results_dir, readme = destinations(args)
-    timeout = args.timeout or (300 if cfg.quick else 900)
+    timeout = args.timeout or (300 if cfg.quick else 1500)
     suites = tuple(args.suite or runner.SUITES)
     start = time.perf_counter()
     log.info("preparing benchmark data under %s", cfg.data_dir)
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if readme is not None:
         report.update_readme(readme, report.load(results_dir, runner.SUITES))
         log.info("tables regenerated in %s", readme)
+    if results_dir.resolve() == (HERE / "results").resolve():
+        for stale in readme_blocks.render_all():  # every README figure drawn from the committed files
+            log.info("re-rendered %s", stale)
     log.info("all suites in %.0f s; results in %s", time.perf_counter() - start, results_dir)
     return 0
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from benchmarks import rates
 from benchmarks.config import BenchConfig
 from benchmarks.runner import row
 from profiles import timing
@@ -52,6 +53,9 @@ def fast_benchmark(ds: tf.data.Dataset, epochs: int = 2) -> None:
             pass
 
 
+AA_REPEAT = "naive (A/A repeat)"
+
+
 def cases() -> list[tuple[str, Callable[[], None]]]:
     """(row name, one timed call) in the guide's order."""
     fast = tf.data.Dataset.range(10000)
@@ -71,6 +75,7 @@ def cases() -> list[tuple[str, Callable[[], None]]]:
         ("cache (5 epochs)", lambda: guide_benchmark(artificial().map(mapped).cache(), epochs=5)),
         ("scalar map, then batch", lambda: fast_benchmark(fast.map(inc).batch(256))),
         ("batch, then vectorized map", lambda: fast_benchmark(fast.batch(256).map(inc))),
+        (AA_REPEAT, lambda: guide_benchmark(artificial())),  # the first case again: the A/A pair
     ]
 
 
@@ -91,3 +96,9 @@ def rows(cfg: BenchConfig) -> list[dict]:
             )
         )
     return out
+
+
+def noise(rows: list[dict]) -> float:
+    """Relative A/A spread of the artificial rows (``naive`` against its repeat at the end)."""
+    by = {r["name"]: r["seconds"] for r in rows}
+    return rates.spread(by["naive"], by[AA_REPEAT])

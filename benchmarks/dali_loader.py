@@ -2,12 +2,13 @@
 
 Reads with DALI's TFRecord reader (index files from :func:`benchmarks.data.dali_index`),
 decodes only a random window (``decoders.image_random_crop``), resizes, flips and
-normalizes to float32 HWC batches, the same output as the other loaders.
+normalizes to float32 HWC batches with int64 labels, handed to TensorFlow through the DALI
+plugin's ``DALIDataset``: the same framework tensors as the tf.data rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -23,7 +24,7 @@ def pipeline(
     shuffle_buffer: int,
     seed: int = 0,
 ) -> Any:
-    """A built DALI pipeline on the CPU giving (images [batch, crop, crop, 3] float32, labels)."""
+    """A DALI pipeline on the CPU giving (images [batch, crop, crop, 3] float32, labels [batch] int64)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.tfrecord as tfrec
     import nvidia.dali.types as types
@@ -60,24 +61,23 @@ def pipeline(
             std=[s * 255 for s in std],
             mirror=fn.random.coin_flip(),
         )
-        return images, ex["label"]
+        return images, fn.reshape(ex["label"], shape=[])
 
-    pipe = define()
-    pipe.build()
-    return pipe
+    return define()
 
 
-def batches(pipe: Any) -> Iterator[Any]:
-    """Output batches forever (DALI's readers wrap around epochs by themselves)."""
-    while True:
-        yield pipe.run()
+def dataset(pipe: Any, *, batch: int, crop: int, threads: int) -> Any:
+    """``pipe`` as a ``tf.data.Dataset`` of (images, labels) TensorFlow tensors (DALI's TF plugin, CPU)."""
+    import tensorflow as tf
+    from nvidia.dali.plugin.tf import DALIDataset
 
-
-def size_of(out: Any) -> int:
-    """Examples in one DALI output (its image TensorList)."""
-    return len(out[0])
-
-
-def shape_of(out: Any) -> list[int]:
-    """[batch, *sample shape] of one DALI output's images."""
-    return [len(out[0]), *out[0].as_tensor().shape()[1:]]
+    with tf.device("/cpu:0"):
+        # device_id=None without a GPU: the plugin's default (0) aborts the process.
+        return DALIDataset(
+            pipeline=pipe,
+            batch_size=batch,
+            output_shapes=((batch, crop, crop, 3), (batch,)),
+            output_dtypes=(tf.float32, tf.int64),
+            device_id=None,
+            num_threads=threads,
+        )

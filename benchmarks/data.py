@@ -10,8 +10,7 @@ from pathlib import Path
 from benchmarks.config import BenchConfig
 
 log = logging.getLogger(__name__)
-JPEG_DIR = "shapes-jpeg"  # one file per example, for the PyTorch DataLoader
-DALI_INDEX_DIR = "shapes-dali-index"  # DALI's TFRecord reader needs an index per shard
+JPEG_DIR = "shapes-jpeg-folders"  # <label>/<id>.jpg per example, for the PyTorch DataLoader
 
 
 def _shapes_options(cfg: BenchConfig):
@@ -67,8 +66,11 @@ def clicks(cfg: BenchConfig):
     return ds
 
 
-def jpeg_files(cfg: BenchConfig) -> list[str]:
-    """The train JPEGs of ``shapes`` as loose files (what a PyTorch user has), written once."""
+def jpeg_files(cfg: BenchConfig) -> list[tuple[str, int]]:
+    """(path, label) of the train JPEGs of ``shapes`` as loose files in class folders, written once.
+
+    ``<label>/<id>.jpg``: what a PyTorch user has (torchvision's ``ImageFolder`` layout).
+    """
     from ingest.sources import tfrecord
 
     out = Path(cfg.data_dir) / JPEG_DIR
@@ -76,40 +78,21 @@ def jpeg_files(cfg: BenchConfig) -> list[str]:
     if not done.is_file():
         import tensorflow as tf
 
-        out.mkdir(parents=True, exist_ok=True)
         for path in shapes(cfg).files("train"):
             for record in tfrecord.iter_records(path):
                 ex = tf.train.Example.FromString(record).features.feature
-                (out / f"{ex['id'].int64_list.value[0]:07d}.jpg").write_bytes(ex["image"].bytes_list.value[0])
+                folder = out / str(ex["label"].int64_list.value[0])
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{ex['id'].int64_list.value[0]:07d}.jpg").write_bytes(ex["image"].bytes_list.value[0])
         done.write_text("ok\n")
-    return sorted(str(p) for p in out.glob("*.jpg"))
+    return sorted((str(p), int(p.parent.name)) for p in out.glob("*/*.jpg"))
 
 
 def dali_index(cfg: BenchConfig, files: list[str]) -> list[str]:
-    """One DALI index file per TFRecord shard (lines ``offset length``), written once."""
-    out = Path(cfg.data_dir) / DALI_INDEX_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for path in files:
-        index = out / (Path(path).name + ".idx")
-        if not index.is_file() or index.stat().st_mtime < Path(path).stat().st_mtime:
-            index.write_text("".join(f"{off} {size}\n" for off, size in record_offsets(path)))
-        paths.append(str(index))
-    return paths
+    """DALI's index files of the ``shapes`` shards (``ingest.dali.index_files``: made once, reused)."""
+    from ingest import dali
 
-
-def record_offsets(path: str) -> list[tuple[int, int]]:
-    """(offset, framed length) of every record of an uncompressed TFRecord file."""
-    import struct
-
-    out, offset = [], 0
-    with open(path, "rb") as f:
-        while head := f.read(12):
-            (length,) = struct.unpack("<Q", head[:8])
-            out.append((offset, length + 16))
-            offset += length + 16
-            f.seek(offset)
-    return out
+    return dali.index_files(shapes(cfg), files)
 
 
 def prepare_all(cfg: BenchConfig) -> dict[str, object]:

@@ -38,7 +38,11 @@ def render_all(root: Path = REPO, *, check: bool = False) -> list[str]:
     by_file: dict[str, dict[str, str]] = {}
     for (path, name), fn in RENDERERS.items():
         by_file.setdefault(path, {})[name] = fn(root)
-    return [f"{path}: {name}" for path, rendered in by_file.items() for name in blocks.rewrite(root / path, rendered, check=check)]
+    return [
+        f"{path}: {name}"
+        for path, rendered in by_file.items()
+        for name in blocks.rewrite(root / path, rendered, check=check)
+    ]
 
 
 def _load() -> None:

@@ -1,7 +1,8 @@
-"""Tables from result JSON: printed by the CLI and regenerated into ``benchmarks/README.md``.
+"""Tables from result JSON: printed by the CLI and rendered into the READMEs' generated blocks.
 
-Analysis only: reads what the suites wrote, never measures. The README keeps its prose; only
-the text between the ``<!-- tables:start -->`` and ``<!-- tables:end -->`` markers is replaced.
+Analysis only: reads what the suites wrote, never measures. The READMEs keep their prose; the
+figures sit in blocks (``benchmarks.blocks``) that the renderers below rebuild from
+``benchmarks/results/*.json``, so a figure in prose cannot drift from the committed run.
 """
 
 from __future__ import annotations
@@ -10,28 +11,37 @@ import json
 from pathlib import Path
 from typing import Any
 
-START, END = "<!-- tables:start -->", "<!-- tables:end -->"
+from benchmarks import blocks
+from benchmarks.readme import renders
+from benchmarks.runner import SUITES
+
+RESULTS = Path("benchmarks/results")
+RATIOS = ("x_naive", "stoker_over_this", "vs_optimized", "x_optimized_per_example")  # compared with A/A noise
 # Extra columns, in this order, shown when any row of a group has them: (key, header, format).
 COLUMNS = (
     ("x_naive", "x naive", "{:.2f}"),
-    ("of_ceiling", "of decode ceiling", "{:.0%}"),
+    ("vs_optimized", "vs optimized", "{:.2f}"),
+    ("x_optimized_per_example", "x optimized per-example", "{:.2f}"),
+    ("of_bound", "of decode bound", "{:.0%}"),
     ("stoker_over_this", "stoker / this", "{:.2f}"),
-    ("of_parallel", "of measured parallel decode", "{:.0%}"),
+    ("bound", "bound (best window)", "{:,.0f}"),
     ("x_cores", "x cores", "{:,.0f}"),
     ("x_one_core", "x one core", "{:.2f}"),
     ("mib_s", "MiB/s", "{:,.0f}"),
     ("records_s", "records/s", "{:,.0f}"),
-    ("batch_shape", "batch shape", "{}"),
+    ("first_epoch_per_s", "first epoch (examples/s)", "{:,.0f}"),
+    ("batch", "batch: image, label", None),
 )
 TITLES = {
-    "decode": "Decode ceiling",
+    "decode": "Decode: the bound and the one-thread references",
     "parse": "Parse ceiling",
     "read": "Read ceiling",
     "image": "Image ablation (shapes 256 px -> 224 crop, batch 64)",
     "clicks": "clicks (Parquet, tabular)",
     "artificial": "tf.data guide's ArtificialDataset (seconds per benchmark() call, lower is better)",
-    "loaders": "Loaders (same JPEGs, same float batches)",
+    "loaders": "Loaders (same JPEGs, same batches: float32 images, int64 labels)",
 }
+SAME = " ~"  # marks a ratio within the group's A/A spread
 
 
 def _fmt(value: float) -> str:
@@ -44,7 +54,25 @@ def _rate(r: dict[str, Any]) -> str:
     return f"{_fmt(r['median'])} ({_fmt(r['low'])}-{_fmt(r['high'])})"
 
 
-def group_table(rows: list[dict[str, Any]]) -> str:
+def _batch(b: dict[str, Any]) -> str:
+    return ", ".join(f"{v['type']} {v['dtype']} {v['shape']}" for v in b.values()) if b else ""
+
+
+def _cell(r: dict[str, Any], key: str, fmt: str | None, noise: float | None) -> str:
+    if key not in r:
+        return ""
+    value = r[key]
+    if fmt is None:
+        return _batch(value)
+    text = fmt.format(value)
+    if key in RATIOS and noise is not None and value != 1 and abs(value - 1) <= noise:  # 1 exactly: the base row
+        text += SAME
+    if key == "of_bound" and value > 1:
+        text += " (above the bound: not a limit)"
+    return text
+
+
+def group_table(rows: list[dict[str, Any]], noise: float | None = None) -> str:
     """A markdown table of one group's rows: median (min-max), ratios, time to first batch."""
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     units = {r["unit"] for r in rows}
@@ -53,19 +81,23 @@ def group_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         name = r["name"] if len(units) == 1 else f"{r['name']} ({r['unit']})"
-        cells = [name, _rate(r)]
-        cells += [fmt.format(r[k]) if k in r else "" for k, _, fmt in cols]
-        cells.append(f"{r['first_s']:.2f}")
+        cells = [name, _rate(r), *(_cell(r, k, fmt, noise) for k, _, fmt in cols), f"{r['first_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def verdict(t: dict[str, Any]) -> str:
+    """'yes' or '**no**', and whether the difference from the target is inside the A/A noise."""
+    word = "yes" if t["met"] else "**no**"
+    return f"{word}, within noise (±{t['noise']:.0%})" if t.get("within_noise") else word
+
+
 def targets_table(targets: list[dict[str, Any]]) -> str:
-    """Targets with the measured ratio and whether each was met."""
-    lines = ["| target | wanted | measured | met | detail |", "|---|---|---|---|---|"]
+    """Targets with the measured ratio, whether each was met, and who set it."""
+    lines = ["| target | wanted | measured | met | set by | detail |", "|---|---|---|---|---|---|"]
     for t in targets:
         lines.append(
-            f"| {t['name']} | >= {t['wanted']:g} | {t['measured']:.2f} | {'yes' if t['met'] else '**no**'} "
+            f"| {t['name']} | >= {t['wanted']:g} | {t['measured']:.2f} | {verdict(t)} | {t.get('source', '')} "
             f"| {t['detail']} |"
         )
     return "\n".join(lines)
@@ -83,6 +115,18 @@ def machine_line(result: dict[str, Any]) -> str:
     )
 
 
+def noise_line(result: dict[str, Any]) -> str:
+    """The A/A spread of each group, and what ``~`` means."""
+    noise = result.get("noise") or {}
+    if not noise:
+        return ""
+    spreads = ", ".join(f"{TITLES.get(g, g).split(' (')[0]} {v:.1%}" for g, v in noise.items())
+    return (
+        f"A/A spread (one configuration measured twice in the same passes): {spreads}. "
+        f"A ratio marked `{SAME.strip()}` differs from 1 by less than its group's spread: no measurable difference."
+    )
+
+
 def suite_markdown(result: dict[str, Any]) -> str:
     """One suite: machine line, targets, then one table per group."""
     parts = [f"### {result['suite']}", "", f"_{machine_line(result)}_", ""]
@@ -91,26 +135,74 @@ def suite_markdown(result: dict[str, Any]) -> str:
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in result["rows"]:
         groups.setdefault(r["group"], []).append(r)
+    noise = result.get("noise") or {}
     for group, rows in groups.items():
-        parts += [f"**{TITLES.get(group, group)}**", "", group_table(rows), ""]
+        parts += [f"**{TITLES.get(group, group)}**", "", group_table(rows, noise.get(group)), ""]
+    if line := noise_line(result):
+        parts += [f"- {line}"]
     parts += [f"- {n}" for n in result.get("notes", [])]
     return "\n".join(parts).rstrip() + "\n"
 
 
-def load(results_dir: Path, suites: tuple[str, ...]) -> list[dict[str, Any]]:
+def load(results_dir: Path, suites: tuple[str, ...] = SUITES) -> list[dict[str, Any]]:
     """The results present in ``results_dir``, in suite order."""
     paths = [results_dir / f"{s}.json" for s in suites]
     return [json.loads(p.read_text()) for p in paths if p.is_file()]
 
 
-def update_readme(readme: Path, results: list[dict[str, Any]]) -> None:
-    """Replace the generated part of ``readme`` with tables from ``results``."""
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{readme} has no {START} ... {END} markers; add them where the tables go")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    body = "\n".join(suite_markdown(r) for r in results)
-    readme.write_text(
-        f"{head}{START}\n<!-- generated by `make bench` from benchmarks/results/*.json -->\n\n{body}\n{END}{tail}"
+def tables(results: list[dict[str, Any]]) -> str:
+    """Every suite's markdown, for the ``tables`` block."""
+    return "<!-- generated by `make bench` from benchmarks/results/*.json -->\n\n" + "\n".join(
+        suite_markdown(r) for r in results
     )
+
+
+def update_readme(readme: Path, results: list[dict[str, Any]]) -> None:
+    """Replace the ``tables`` block of ``readme`` with tables from ``results``."""
+    readme.write_text(blocks.replace(readme.read_text(), "tables", tables(results), where=str(readme)))
+
+
+# ---- renderers of the committed READMEs (python -m benchmarks.readme) ----------------------
+def _official(root: Path) -> dict[str, dict[str, Any]]:
+    return {r["suite"]: r for r in load(root / RESULTS)}
+
+
+def _rows(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in result["rows"]}
+
+
+@renders("benchmarks/README.md", "tables")
+def _tables_block(root: Path) -> str:
+    return tables(load(root / RESULTS))
+
+
+def run_line(results: dict[str, dict[str, Any]]) -> str:
+    """When the committed run ran, how long, and under what load."""
+    times = sorted(r["machine"]["time_utc"] for r in results.values())
+    loads = [
+        x
+        for r in results.values()
+        for x in (r["machine"]["load_average"]["before"][0], r["machine"]["load_average"]["after"][0])
+    ]
+    total = sum(r["seconds"] for r in results.values())
+    return (
+        f"Committed run: suites ending {times[0]} to {times[-1]} UTC, {total:.0f} s for all three suites; "
+        f"1-minute load average {min(loads):.1f}-{max(loads):.1f} at the suites' starts and ends."
+    )
+
+
+@renders("benchmarks/README.md", "targets")
+def _targets_block(root: Path) -> str:
+    results = _official(root)
+    targets = [t for s in SUITES if s in results for t in results[s]["targets"]]
+    return f"{run_line(results)}\n\n{targets_table(targets)}\n"
+
+
+@renders("README.md", "bench-summary")
+def _summary_block(root: Path) -> str:
+    results = _official(root)
+    by = {t["name"]: t for s in SUITES if s in results for t in results[s]["targets"]}
+    said = "; ".join(
+        f"{name} {t['measured']:.2f} (target {t['wanted']:g}: {verdict(t).replace('**', '')})" for name, t in by.items()
+    )
+    return f"Last committed run ({sum(r['seconds'] for r in results.values()):.0f} s): {said}.\n"

@@ -28,43 +28,86 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A goal from the issue: ``measured`` (a ratio) against ``wanted``; reported, never asserted."""
+    """A goal (``benchmarks.targets``): ``measured`` (a ratio) against ``wanted``; reported, never asserted.
+
+    ``noise`` is the relative A/A spread of the suite: a target missed or met by less than it
+    is within noise, and the report says so rather than calling it a result.
+    """
 
     name: str
     wanted: float
     measured: float
     detail: str = ""
+    noise: float = 0.0
+    source: str = ""
 
     @property
     def met(self) -> bool:
         return self.measured >= self.wanted
 
+    @property
+    def within_noise(self) -> bool:
+        return abs(self.measured - self.wanted) <= self.noise * self.wanted
+
     def as_dict(self) -> dict[str, Any]:
-        return dict(dataclasses.asdict(self), met=self.met)
+        return dict(dataclasses.asdict(self), met=self.met, within_noise=self.within_noise)
 
 
 @dataclasses.dataclass(frozen=True)
 class SuiteResult:
-    """What a suite measured: rows (dicts with figures and ratios), targets and notes."""
+    """What a suite measured: rows (dicts with figures and ratios), targets, A/A noise and notes.
+
+    ``noise`` maps a row group to the relative spread of its A/A pair (the same configuration
+    measured twice in the same passes).
+    """
 
     suite: str
     rows: tuple[dict[str, Any], ...]
     targets: tuple[Target, ...] = ()
     notes: tuple[str, ...] = ()
+    noise: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "suite": self.suite,
             "rows": list(self.rows),
             "targets": [t.as_dict() for t in self.targets],
+            "noise": dict(self.noise),
             "notes": list(self.notes),
         }
 
 
+def judge(suite: str, rows: list[dict[str, Any]], noise: dict[str, float]) -> tuple[Target, ...]:
+    """The targets of ``suite`` (``benchmarks.targets``) measured on ``rows``."""
+    from benchmarks import targets
+
+    by = {r["name"]: r for r in rows}
+    out = []
+    for goal in targets.of(suite):
+        if goal.numerator not in by or goal.denominator not in by:
+            continue  # e.g. a user's dataset, which has none of the built-in rows
+        num, den = by[goal.numerator]["median"], by[goal.denominator][goal.denominator_key]
+        value = num / den if den else 0.0
+        detail = f"{num:,.0f} vs {den:,.0f} {by[goal.numerator]['unit']}"
+        group = by[goal.numerator]["group"]
+        out.append(Target(goal.name, goal.wanted, round(value, 3), detail, noise.get(group, 0.0), goal.source))
+    return tuple(out)
+
+
 def row(group: str, name: str, tp: Any, *, unit: str, **extra: Any) -> dict[str, Any]:
-    """One table row: a :class:`profiles.timing.Throughput` plus the row's ratios and notes."""
-    log.info("%s | %s: %.1f %s (%.1f-%.1f), first %.2f s", group, name, tp.median, unit, tp.low, tp.high, tp.first_s)
-    return {"group": group, "name": name, "unit": unit, **tp.as_dict(), **extra}
+    """One table row: a measurement (``as_dict()`` with median, low, high, first_s) plus ratios and notes."""
+    figures = tp.as_dict()
+    log.info(
+        "%s | %s: %.1f %s (%.1f-%.1f), first %.2f s",
+        group,
+        name,
+        figures["median"],
+        unit,
+        figures["low"],
+        figures["high"],
+        figures["first_s"],
+    )
+    return {"group": group, "name": name, "unit": unit, **figures, **extra}
 
 
 def run_here(suite: str, cfg: BenchConfig) -> dict[str, Any]:

@@ -34,35 +34,48 @@ def crop_params(width: int, height: int, rng: random.Random) -> tuple[int, int, 
 
 
 class JpegFiles(torch.utils.data.Dataset):
-    """JPEG files to normalized float32 [crop, crop, 3] tensors (random resized crop, flip)."""
+    """(path, label) pairs to (normalized float32 [crop, crop, 3] tensor, label): random resized crop, flip."""
 
     def __init__(
-        self, paths: Sequence[str], *, crop: int, mean: Sequence[float], std: Sequence[float], seed: int = 0
+        self,
+        files: Sequence[tuple[str, int]],
+        *,
+        crop: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        seed: int = 0,
     ) -> None:
-        self.paths, self.crop, self.seed = list(paths), crop, seed
+        self.files, self.crop, self.seed = list(files), crop, seed
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.files)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         rng = random.Random(hash((self.seed, index, torch.initial_seed())))
-        with Image.open(self.paths[index]) as img:
+        path, label = self.files[index]
+        with Image.open(path) as img:
             img = img.convert("RGB")
             left, top, w, h = crop_params(img.width, img.height, rng)
             img = img.resize((self.crop, self.crop), Image.BILINEAR, box=(left, top, left + w, top + h))
         if rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         pixels = np.asarray(img, dtype=np.float32)
-        return torch.from_numpy((pixels / 255.0 - self.mean) / self.std)
+        return torch.from_numpy((pixels / 255.0 - self.mean) / self.std), label
 
 
 def loader(
-    paths: Sequence[str], *, batch: int, workers: int, crop: int, mean: Sequence[float], std: Sequence[float]
+    files: Sequence[tuple[str, int]],
+    *,
+    batch: int,
+    workers: int,
+    crop: int,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> torch.utils.data.DataLoader:
     """A shuffled training DataLoader with ``workers`` processes kept across epochs."""
-    data = JpegFiles(paths, crop=crop, mean=mean, std=std)
+    data = JpegFiles(files, crop=crop, mean=mean, std=std)
     return torch.utils.data.DataLoader(
         data,
         batch_size=batch,
@@ -74,7 +87,7 @@ def loader(
     )
 
 
-def forever(dl: torch.utils.data.DataLoader) -> Iterator[torch.Tensor]:
+def forever(dl: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches over endless epochs (a new shuffle each epoch, same workers)."""
     while True:
         yield from dl

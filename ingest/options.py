@@ -23,6 +23,7 @@ PRESETS: dict[str, dict[str, object]] = {
         prefetch_buffer=AUTOTUNE,
         deterministic=True,
         private_threadpool=0,
+        map_fusion=False,
     ),
     "optimized": dict(
         interleave=True,
@@ -37,6 +38,7 @@ PRESETS: dict[str, dict[str, object]] = {
         prefetch_buffer=AUTOTUNE,
         deterministic=True,
         private_threadpool=0,
+        map_fusion=True,
     ),
 }
 # DALI decodes and augments in its own pipeline; the tf.data part around it stays optimized.
@@ -91,6 +93,7 @@ class PipelineOptions:
     device_prefetch: bool = False  # also prefetch onto the accelerator (GPU only)
     deterministic: bool | None = None  # keep element order under parallelism
     private_threadpool: int | None = None  # threads of a private pool (0: the shared pool)
+    map_fusion: bool | None = None  # let tf.data fuse consecutive maps (augment + preprocess) into one
     autotune_cpu_budget: int = 0  # cores AUTOTUNE may use (0: all)
     autotune_ram_budget_mb: int = 0  # RAM AUTOTUNE buffers may use (0: half of RAM)
     verify_framing: bool = True  # walk TFRecord headers before reading (a crafted length crashes TF)

@@ -150,9 +150,9 @@ def with_options(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Da
     opts.experimental_optimization.inject_prefetch = options.preset != "naive"
     # map+batch fusion runs the last map a batch ahead on a background thread: hidden prefetch.
     opts.experimental_optimization.map_and_batch_fusion = options.preset != "naive"
-    # Fusing consecutive maps (augment + preprocess) saves a hand-off per example: measured
-    # 0.78 -> 0.99 of the decode ceiling in the image ablation (benchmarks/README.md).
-    opts.experimental_optimization.map_fusion = options.preset != "naive"
+    # Fusing consecutive maps (augment + preprocess) saves one hand-off per example; what it is
+    # worth is the ablation row "optimized, map fusion off" (benchmarks/README.md).
+    opts.experimental_optimization.map_fusion = bool(options.map_fusion)
     opts.experimental_optimization.parallel_batch = options.preset != "naive"
     return ds.with_options(opts)
 
