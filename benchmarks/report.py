@@ -167,8 +167,8 @@ def _official(root: Path) -> dict[str, dict[str, Any]]:
     return {r["suite"]: r for r in load(root / RESULTS)}
 
 
-def _rows(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["name"]: r for r in result["rows"]}
+def _rows(result: dict[str, Any], group: str) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in result["rows"] if r["group"] == group}
 
 
 @renders("benchmarks/README.md", "tables")
@@ -206,3 +206,68 @@ def _summary_block(root: Path) -> str:
         f"{name} {t['measured']:.2f} (target {t['wanted']:g}: {verdict(t).replace('**', '')})" for name, t in by.items()
     )
     return f"Last committed run ({sum(r['seconds'] for r in results.values()):.0f} s): {said}.\n"
+
+
+def compare(a: float, b: float, noise: float, *, a_name: str, b_name: str) -> str:
+    """'A is 1.23x B' or 'no measurable difference between A and B (1.02x, A/A spread 4%)'."""
+    r = a / b if b else 0.0
+    if abs(r - 1) <= noise:
+        return f"no measurable difference between {a_name} and {b_name} ({r:.2f}x, A/A spread {noise:.0%})"
+    return f"{a_name} is {r:.2f}x {b_name} (A/A spread {noise:.0%})"
+
+
+def findings(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Sentences about the committed run, each computed from its rows (no figure typed by hand)."""
+    out = []
+    if "ablation" in results:
+        ab = results["ablation"]
+        rows, clicks = _rows(ab, "image"), _rows(ab, "clicks")
+        img, ck = ab["noise"].get("image", 0.0), ab["noise"].get("clicks", 0.0)
+        bound = rows["decode bound"]
+        opt = rows["optimized"]["median"]
+        ref = rows["reference: decode on 1 thread over memory, x cores"]
+        out.append(
+            f"Image: `optimized` reads {opt:,.0f} examples/s, {opt / bound['bound']:.0%} of the decode bound "
+            f"({bound['bound']:,.0f}: {bound['how']}); the one-thread reference times the cores would say "
+            f"{ref['x_cores']:,.0f}, which is why it is not used as a limit. Naive: {rows['naive']['median']:,.0f}."
+        )
+        for name in ("optimized, map fusion off", "optimized, no cache", "optimized, full decode then crop"):
+            if name in rows:
+                out.append(
+                    "Image: " + compare(rows[name]["median"], opt, img, a_name=f"`{name}`", b_name="`optimized`") + "."
+                )
+        cached = rows["optimized"]
+        out.append(
+            f"Image: `optimized` fills its cache in its first epoch at {cached['first_epoch_per_s']:,.0f} examples/s "
+            f"(steady: {cached['median']:,.0f})."
+        )
+        rows = clicks
+        per_ex, opt_ex = rows["per-example parse (naive)"]["median"], rows["optimized, per-example parse"]["median"]
+        seq = rows.get("optimized, per-example parse, sequential interleave", {}).get("median")
+        text = "clicks: " + compare(opt_ex, per_ex, ck, a_name="optimized with `vectorize=false`", b_name="naive")
+        if seq:
+            text += "; with a sequential interleave, " + compare(
+                seq, opt_ex, ck, a_name="it", b_name="the parallel interleave"
+            )
+        out.append(text + ".")
+        batched = rows["optimized, batched parse"]
+        out.append(
+            f"clicks: the optimized batched pipeline is {batched['x_naive']:.2f}x the naive per-example one and "
+            f"{batched['x_optimized_per_example']:.2f}x the optimized per-example one (the handicapped denominator)."
+        )
+        arrow = rows["batched parse, pyarrow reader"]["median"] / rows["per-example parse, pyarrow reader"]["median"]
+        out.append(
+            f"clicks: with the pyarrow reader, batched over per-example parse in the naive pipeline: {arrow:.2f}x."
+        )
+    if "loaders" in results:
+        lo = results["loaders"]
+        rows, noise = _rows(lo, "loaders"), lo["noise"].get("loaders", 0.0)
+        stoker = rows["stoker optimized"]["median"]
+        for name in ("plain tf.data, stoker's per-image function", "plain tf.data", "DALI CPU", "PyTorch DataLoader"):
+            out.append("Loaders: " + compare(stoker, rows[name]["median"], noise, a_name="stoker", b_name=name) + ".")
+    return out
+
+
+@renders("benchmarks/README.md", "findings")
+def _findings_block(root: Path) -> str:
+    return "".join(f"- {line}\n" for line in findings(_official(root)))

@@ -81,15 +81,15 @@ def judge(suite: str, rows: list[dict[str, Any]], noise: dict[str, float]) -> tu
     """The targets of ``suite`` (``benchmarks.targets``) measured on ``rows``."""
     from benchmarks import targets
 
-    by = {r["name"]: r for r in rows}
     out = []
     for goal in targets.of(suite):
+        group = next((r["group"] for r in rows if r["name"] == goal.numerator), None)
+        by = {r["name"]: r for r in rows if r["group"] == group}  # names are unique within a group
         if goal.numerator not in by or goal.denominator not in by:
             continue  # e.g. a user's dataset, which has none of the built-in rows
         num, den = by[goal.numerator]["median"], by[goal.denominator][goal.denominator_key]
         value = num / den if den else 0.0
         detail = f"{num:,.0f} vs {den:,.0f} {by[goal.numerator]['unit']}"
-        group = by[goal.numerator]["group"]
         out.append(Target(goal.name, goal.wanted, round(value, 3), detail, noise.get(group, 0.0), goal.source))
     return tuple(out)
 
