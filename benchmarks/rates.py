@@ -92,7 +92,7 @@ def one_by_one(
     Pipelines are not kept alive side by side on purpose: an idle tf.data pipeline keeps
     filling its AUTOTUNE prefetch buffer (which grows each time a timed window finds it
     empty), so windows taken in turns read buffered batches, and a dozen idle pipelines
-    held over 15 GB here.
+    held many GB here.
     """
     window = window or cfg.window_batches
     per_pass = math.ceil(cfg.reps / 2)
