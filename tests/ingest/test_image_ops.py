@@ -26,7 +26,7 @@ def test_random_resized_crop_shape_range_and_determinism(fused):
     b = image_ops.random_resized_crop(jpeg, _seed(1), crop=CROP, fused=fused)
     c = image_ops.random_resized_crop(jpeg, _seed(2), crop=CROP, fused=fused)
     assert a.shape == (CROP, CROP, 3) and a.dtype == tf.float32
-    assert 0.0 <= float(tf.reduce_min(a)) and float(tf.reduce_max(a)) <= 255.0
+    assert float(tf.reduce_min(a)) >= 0.0 and float(tf.reduce_max(a)) <= 255.0
     np.testing.assert_array_equal(a.numpy(), b.numpy())  # stateless: the same seed, the same crop
     assert not np.array_equal(a.numpy(), c.numpy())
 
