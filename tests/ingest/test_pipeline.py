@@ -101,11 +101,23 @@ def test_every_stage_switch_still_gives_every_example(indexed):
         assert sorted(ids) == list(range(N)), f"switch {key}={value} lost or duplicated examples"
 
 
-def test_cache_serves_the_second_epoch(indexed, tmp_path):
-    for path in ("", str(tmp_path / "cache")):
-        built = pipeline.build(
-            indexed, "train", PipelineOptions(cache=True, cache_path=path), batch_size=N, training=False, repeat=True
-        )
-        it = iter(built.dataset)
-        first, second = sorted(next(it)["id"].numpy()), sorted(next(it)["id"].numpy())
-        assert first == second == list(range(N)) and built.cached
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_cache_serves_the_second_epoch(tmp_path, where):
+    # The shards are deleted once the first epoch has been read: only a cache that really
+    # serves the second epoch can give it (without one, the reader fails on the missing files).
+    write_indexed(tmp_path / "indexed", "train", files=N_FILES, per_file=PER_FILE)
+    ds = Indexed(DataOptions(name="indexed", data_dir=str(tmp_path)))
+    path = str(tmp_path / "cache" / "train") if where == "file" else ""
+    (tmp_path / "cache").mkdir()
+    built = pipeline.build(
+        ds, "train", PipelineOptions(cache=True, cache_path=path), batch_size=N, training=False, repeat=False
+    )
+    # Each epoch is its own iterator (the cache is shared by the dataset's iterations), so no
+    # read-ahead of the first can have fetched the second before the files go.
+    first = sorted(i for batch in built.dataset for i in batch["id"].numpy())
+    for shard in (tmp_path / "indexed").glob("*.tfrecord"):
+        shard.unlink()
+    second = sorted(i for batch in built.dataset for i in batch["id"].numpy())
+    assert first == second == list(range(N)) and built.cached
+    if where == "file":
+        assert list((tmp_path / "cache").iterdir()), "cache_path set but no cache file written"
