@@ -24,18 +24,19 @@ def check_schema(path: str, columns: Mapping[str, tf.DType]) -> None:
     """Raise :class:`DataError` naming ``path`` and the column if the schema does not match."""
     try:
         schema = pq.read_schema(path)
-    except (OSError, pa.ArrowInvalid) as err:
+    except (OSError, pa.ArrowException) as err:  # ArrowNotImplementedError too: a damaged type field
         raise DataError(f"{path}: not a readable Parquet file ({err}); re-create it or remove it") from None
     for name, dtype in columns.items():
-        if name not in schema.names:
+        index = schema.get_field_index(name)  # -1 when missing or present twice
+        if index < 0:
             raise DataError(
-                f"{path}: column {name!r} is missing (file has {', '.join(schema.names)}); "
-                f"the dataset needs {', '.join(columns)}"
+                f"{path}: column {name!r} is {'duplicated' if schema.names.count(name) > 1 else 'missing'} "
+                f"(file has {', '.join(schema.names)}); the dataset needs {', '.join(columns)}"
             )
-        got = _TF_OF_ARROW.get(schema.field(name).type)
+        got = _TF_OF_ARROW.get(schema.field(index).type)
         if got != dtype:
             raise DataError(
-                f"{path}: column {name!r} has type {schema.field(name).type}, expected {dtype.name}; "
+                f"{path}: column {name!r} has type {schema.field(index).type}, expected {dtype.name}; "
                 f"rewrite the file with that column as {dtype.name}"
             )
 
@@ -71,7 +72,7 @@ def read_pyarrow(
     def batches(name: bytes):
         path = name.decode()
         try:
-            with pq.ParquetFile(path) as f:
+            with pq.ParquetFile(path, page_checksum_verification=True) as f:  # where the writer stored page CRCs
                 for batch in f.iter_batches(batch_size=batch_rows, columns=list(columns)):
                     yield {c: np.asarray(batch.column(c).to_numpy()) for c in columns}
         except (OSError, pa.ArrowException) as err:  # surfaces in tf.data as an error naming the file
@@ -82,11 +83,15 @@ def read_pyarrow(
 
 
 def write(path: str, table: Mapping[str, np.ndarray], row_group: int = 4096) -> int:
-    """Write a Parquet file atomically; returns rows written."""
+    """Write a Parquet file atomically, with a CRC32 in every data page header; returns rows written.
+
+    The page checksums let a reader that verifies them (:func:`read_pyarrow`) refuse a damaged
+    page even without ``dataset_info.json``'s whole-file CRC (a copied shard, a foreign reader).
+    """
     from pathlib import Path
 
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(pa.table(dict(table)), tmp, row_group_size=row_group)
+    pq.write_table(pa.table(dict(table)), tmp, row_group_size=row_group, write_page_checksum=True)
     tmp.replace(target)
     return len(next(iter(table.values())))
