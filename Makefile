@@ -29,7 +29,7 @@ setup: $(STAMP)  ## create .venv and install everything (idempotent)
 
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet --upgrade pip wheel "setuptools>=69,<81"  # TensorBoard 2.16 needs pkg_resources
 	$(PIP) install --quiet -e ".[test,dali]"
 	$(HOROVOD_ENV) $(PIP) install --quiet --no-build-isolation "horovod==0.28.1"
 	$(PIP) install --quiet --no-build-isolation "nvidia-dali-tf-plugin-cuda120==2.4.0"

@@ -11,6 +11,7 @@ CORE = [
     "tensorflow-io==0.37.1",
     "tensorboard==2.16.2",
     "tensorboard-plugin-profile==2.16.0",
+    "setuptools>=69,<81",  # TensorBoard 2.16 imports pkg_resources, which setuptools 81 removed
     "apache-beam[tfrecord]==2.77.0",
     "google-crc32c==1.9.0",
     "pyarrow==25.0.1",

@@ -100,6 +100,15 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
     )
     d = diagnose(m)
     report.write(out_dir, m, d, config=config, tensorboard=tb)
+    trace.write_summaries(
+        out_dir,
+        (out_dir / "report.md").read_text(),
+        {
+            "input_examples_per_s": m.input_examples_per_s,
+            "compute_examples_per_s": m.compute_examples_per_s,
+            "input_wait_fraction": d.input_fraction,
+        },
+    )
     return Profile(m, d, out_dir, tb)
 
 

@@ -80,3 +80,18 @@ def tensorboard_verdict(xplane: Path) -> TensorBoardVerdict:
     return TensorBoardVerdict(
         len(rows), percent, float(props.get("steptime_ms_average", "nan")), props.get("input_conclusion", "")
     )
+
+
+def write_summaries(logdir: Path, report_md: str, scalars: dict[str, float]) -> None:
+    """An events file beside the trace: the report as text and its main figures as scalars.
+
+    TensorBoard's profile plugin lists a trace only where ``plugins/profile`` sits at the logdir
+    root or in a folder that holds an events file, so without this the Profile tab of
+    ``make tensorboard RUN=<run>`` stays empty for a ``make profile`` run.
+    """
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        tf.summary.text("profile/report", report_md, step=0)
+        for name, value in scalars.items():
+            tf.summary.scalar(f"profile/{name}", value, step=0)
+    writer.close()

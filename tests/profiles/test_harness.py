@@ -7,7 +7,14 @@ Planted delays (10 ms per example, a batch of 8) dwarf every other stage even on
 
 from __future__ import annotations
 
+import gzip
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -95,6 +102,36 @@ def test_optimized_default_is_not_input_bound_and_its_trace_opens_in_tensorboard
     assert body["diagnosis"]["verdict"] == "not" and body["config"]["pipeline"]["preset"] == "optimized"
     assert "not input-bound" in (result.directory / "report.md").read_text()
     assert (result.directory / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    # As a user opens it: `make tensorboard RUN=opt` (logdir = the run), the Profile tab's run list.
+    timestamp = xplanes[0].parent.name
+    assert tensorboard_get(tmp_path / "runs" / "opt", "/data/plugin/profile/runs") == [f"profile/{timestamp}"]
+
+
+def tensorboard_get(logdir: Path, path: str, timeout_s: float = 90.0):
+    """Start TensorBoard on ``logdir`` (as `make tensorboard` does), GET ``path`` as JSON once it
+    answers with something, then stop it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("tensorboard")
+    cmd = [str(exe), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, body = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    raw = r.read()
+                    body = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+                if body:  # the first answers may come before the logdir's first scan
+                    return body
+            except OSError:
+                pass
+            time.sleep(1)
+        return body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_naive_with_heavy_augmentation_is_input_bound_on_augment(shapes_dir, tmp_path):
