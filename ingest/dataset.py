@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,9 @@ from ingest.sources import tfrecord
 from stoker.errors import CorruptDataError, DataError
 
 INFO_FILE = "dataset_info.json"
+
+
+log = logging.getLogger(__name__)
 
 
 def file_crc32c(path: str | os.PathLike) -> int:
@@ -94,6 +98,14 @@ class Dataset:
                 f"run `make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
             )
         self._check_sizes(split, found)
+        for path in found:
+            if os.path.getsize(path) == 0 and self.expected_records(path) is None:
+                log.warning(
+                    "%s is empty and no record count was written for it (no %s entry): it gives no examples; "
+                    "remove it or re-create it",
+                    path,
+                    INFO_FILE,
+                )
         return found
 
     def _check_sizes(self, split: str, found: list[str]) -> None:

@@ -26,6 +26,9 @@ class CorruptionReport:
 
     limit: int
     per_file: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Bytes after a framing break, per file: they hold records nobody can count unless the
+    # shard's count was recorded, so "1 skipped record" alone would understate the loss.
+    unreadable_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -41,7 +44,10 @@ class CorruptionReport:
             )
 
     def as_dict(self) -> dict[str, object]:
-        return {"skipped_records": self.total, "files": dict(self.per_file)}
+        out: dict[str, object] = {"skipped_records": self.total, "files": dict(self.per_file)}
+        if self.unreadable_bytes:
+            out["unreadable_bytes"] = dict(self.unreadable_bytes)
+        return out
 
 
 def _lost(dataset, path: str, result: tfrecord.ScanResult) -> int:
@@ -69,9 +75,22 @@ def find_damage(dataset, files: Iterable[str], report: CorruptionReport) -> list
         lost = _lost(dataset, path, result)
         if result.problems or lost:
             damaged.append(path)
-            log.warning(
-                "skipping %d corrupt record(s) in %s: %s", lost, path, "; ".join(result.problems) or "short shard"
+            counted = dataset.expected_records(path) is not None
+            tail = (
+                f"; the last {result.unreadable_bytes:,} bytes of the file cannot be framed"
+                + ("" if counted else " and may hold more records (no count was recorded for this shard)")
+                if result.unreadable_bytes
+                else ""
             )
+            log.warning(
+                "skipping %d corrupt record(s) in %s: %s%s",
+                lost,
+                path,
+                "; ".join(result.problems) or "short shard",
+                tail,
+            )
+            if result.unreadable_bytes:
+                report.unreadable_bytes[path] = result.unreadable_bytes
             report.add(path, lost)
     return damaged
 

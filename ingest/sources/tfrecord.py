@@ -50,6 +50,13 @@ class ScanResult:
     records: int = 0
     corrupt: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
+    unreadable_bytes: int = 0  # after a framing break: the rest of the file, which holds an unknown count
+
+    def _end(self, f: io.BufferedIOBase, consumed: int, problem: str) -> None:
+        """The framing broke ``consumed`` bytes ago: nothing from there to the end can be read."""
+        self.corrupt += 1
+        self.problems.append(problem)
+        self.unreadable_bytes = consumed + len(f.read())  # uncompressed bytes for GZIP
 
     @property
     def ok(self) -> bool:
@@ -71,18 +78,15 @@ def iter_records(path: str | Path, compression: str = "", result: ScanResult | N
                 if not head:
                     return
                 if len(head) < 12:
-                    result.corrupt += 1
-                    result.problems.append(f"truncated record header at {offset}")
+                    result._end(f, len(head), f"truncated record header at {offset}")
                     return
                 (length,) = struct.unpack("<Q", head[:8])
                 if struct.unpack("<I", head[8:])[0] != _masked_crc(head[:8]) or length > _MAX_RECORD:
-                    result.corrupt += 1
-                    result.problems.append(f"corrupt record length at {offset}; the rest of the file is unreadable")
+                    result._end(f, 12, f"corrupt record length at {offset}; the rest of the file is unreadable")
                     return
                 body = f.read(length + 4)
                 if len(body) < length + 4:
-                    result.corrupt += 1
-                    result.problems.append(f"truncated record at {offset} ({len(body)} of {length + 4} bytes)")
+                    result._end(f, 12 + len(body), f"truncated record at {offset} ({len(body)} of {length + 4} bytes)")
                     return
                 if struct.unpack("<I", body[length:])[0] != _masked_crc(body[:length]):
                     result.corrupt += 1

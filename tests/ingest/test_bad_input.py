@@ -15,6 +15,7 @@ import tensorflow as tf
 from ingest import datasets, integrity, pipeline
 from ingest.datasets.clicks import Clicks
 from ingest.options import DataOptions, PipelineOptions
+from ingest.testing import Indexed, indexed_record, write_indexed
 from stoker.config import ConfigError
 from stoker.errors import CorruptDataError, DataError
 from stoker.registry import RegistryError
@@ -191,3 +192,32 @@ def test_cli_reports_one_line_and_exit_code_2(shapes_copy):
     )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "train-00002-of-00004.tfrecord is corrupt" in out.stdout and "Traceback" not in out.stdout + out.stderr
+
+
+def test_framing_break_without_counts_reports_the_unreadable_bytes(tmp_path, caplog):
+    # No dataset_info.json: nobody knows how many records follow a broken length, so the report
+    # says how many bytes could not be framed instead of only "1 skipped record".
+    paths = write_indexed(tmp_path / "indexed", "train", files=2, per_file=10)
+    record = 12 + len(indexed_record(0)) + 4
+    size = os.path.getsize(paths[1])
+    _damage(paths[1], 3 * record + 9)  # record 3's length CRC: records 3..9 cannot be framed
+    ds = Indexed(DataOptions(name="indexed", data_dir=str(tmp_path)))
+    built = pipeline.build(ds, "train", PipelineOptions(skip_corrupt=True), batch_size=1, training=False, repeat=False)
+    with caplog.at_level("WARNING"):
+        ids = sorted(int(b["id"][0]) for b in built.dataset)
+    assert ids == list(range(10)) + [10, 11, 12]
+    assert built.corrupt.as_dict() == {
+        "skipped_records": 1,
+        "files": {paths[1]: 1},
+        "unreadable_bytes": {paths[1]: size - 3 * record},
+    }
+    assert f"the last {size - 3 * record:,} bytes" in caplog.text and "may hold more records" in caplog.text
+
+
+def test_empty_shard_without_counts_is_named(tmp_path, caplog):
+    paths = write_indexed(tmp_path / "indexed", "train", files=2, per_file=10)
+    Path(paths[0]).write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        files = Indexed(DataOptions(name="indexed", data_dir=str(tmp_path))).files("train")
+    assert files == paths
+    assert f"{paths[0]} is empty and no record count was written" in caplog.text
