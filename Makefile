@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.stoker-installed
 export TF_USE_LEGACY_KERAS := 1
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export VERBOSE ?=
+export TF_CPP_MIN_LOG_LEVEL ?= $(if $(filter-out 0,$(VERBOSE)),1,3)  # 3 hides the CPU-only CUDA factory errors; VERBOSE=1 shows them
 export PYTHONPATH := $(CURDIR)
 
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \

@@ -3,20 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def verbose() -> bool:
+    """``VERBOSE=1``: show what libraries print (TensorFlow's C++ log, Beam's workers and INFO lines)."""
+    return os.environ.get("VERBOSE", "") not in ("", "0")
+
+
+# TensorFlow's C++ log: level 3 hides the CUDA "Unable to register cuDNN/cuBLAS/cuFFT factory"
+# errors every CPU-only import prints; errors that matter still reach Python as exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose() else "3")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+# Lines libraries print on every run that say nothing about it (unless VERBOSE=1).
+_NOISE = ("apitools not found",)  # Beam's GCP extras probing for a client stoker does not use
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_NOISE)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Progress lines to stdout; the chatty libraries (TF, absl, Beam) to warnings only."""
+    """Progress lines to stdout; the chatty libraries (TF, absl, Beam) to warnings only, Beam to
+    errors (its local job service relays every worker's warnings), all of them with ``VERBOSE=1``."""
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
-    for name in ("tensorflow", "absl", "apache_beam", "h5py", "matplotlib"):
+    if verbose():
+        return
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropNoise())
+    for name in ("tensorflow", "absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def stderr_to(path: str | os.PathLike) -> Iterator[None]:
+    """Send file descriptor 2 (this process and the children it starts) to ``path`` (appended)
+    unless ``VERBOSE=1``. For jobs whose workers print their own logs (Beam's DirectRunner)."""
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as f:
+            os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:

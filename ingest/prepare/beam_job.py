@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ingest.sources import tfrecord
+from stoker import cli
 
 log = logging.getLogger(__name__)
 # make_example(split, index) -> (serialized record, per-channel pixel sums [3, 3] or None)
@@ -69,7 +71,9 @@ def _progress(out_dir: Path, total: int, done: threading.Event) -> None:
     """Show shards finished while the job runs (polls the output folder; local paths)."""
     from tqdm import tqdm
 
-    with tqdm(total=total, desc="prepare: shards written", unit="shard") as bar:
+    with tqdm(
+        total=total, desc="prepare: shards written", unit="shard", file=sys.stdout
+    ) as bar:  # fd 2 is the job's log
         while not done.wait(0.5):
             n = len([p for p in out_dir.glob("*.tfrecord*")]) if out_dir.is_dir() else 0
             bar.update(n - bar.n)
@@ -100,8 +104,10 @@ def run(
     bar = threading.Thread(target=_progress, args=(partial, shards * len(splits), done), daemon=True)
     bar.start()
     start = time.perf_counter()
+    beam_log = root.with_name(root.name + ".prepare.log")  # Beam's and its workers' own output
+    beam_log.unlink(missing_ok=True)
     try:
-        with beam.Pipeline(options=options) as p:
+        with cli.stderr_to(beam_log), beam.Pipeline(options=options) as p:
             parts = []
             for split, count in splits.items():
                 parts.append(
@@ -120,6 +126,11 @@ def run(
                 | "collect" >> beam.combiners.ToList()
                 | "info" >> beam.Map(_write_info, str(partial), dict(info, compression=compression))
             )
+    except Exception:
+        if beam_log.is_file():
+            tail = beam_log.read_text(errors="replace").splitlines()[-15:]
+            log.error("the Beam job failed; its output is in %s, ending:\n  %s", beam_log, "\n  ".join(tail))
+        raise
     finally:
         done.set()
         bar.join()
