@@ -30,9 +30,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from ingest.built import Built, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
-from ingest.pipeline import Built
 from stoker.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -209,25 +209,12 @@ def _shard_size(total: int, shard: int, shards: int) -> int:
 
 
 # ---- entry point -------------------------------------------------------------------------
-def build(
-    dataset: Dataset,
-    split: str,
-    options: PipelineOptions,
-    input_context: tf.distribute.InputContext | None,
-    *,
-    batch_size: int,
-    training: bool,
-    seed: int,
-    shuffle_buffer: int,
-    repeat: bool,
-) -> Built:
-    """The ``PIPELINE=dali`` pipeline of one input pipeline; arguments as ``ingest.pipeline.build``."""
+def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built:
+    """The ``pipeline.engine=dali`` pipeline of one input pipeline (the facade validated ``request``
+    and adds the prefetch)."""
     _require_dali()
-    if options.data_service:
-        raise DataError(
-            "PIPELINE=dali cannot run on DATA_SERVICE workers (they do not load DALI's ops); "
-            "use one of the two: drop DATA_SERVICE= or use PIPELINE=optimized"
-        )
+    split, training, seed, repeat = request.split, request.training, request.seed, request.repeat
+    shuffle_buffer = request.shuffle_buffer
     info = dataset.info
     if info.get("features", {}).get(dataset.feature_key) != "jpeg bytes" or dataset.compression:
         raise DataError(
@@ -235,12 +222,7 @@ def build(
             f"(features {info.get('features')}, compression {dataset.compression!r}) is not one; "
             "use PIPELINE=optimized, or prepare it without COMPRESSION"
         )
-    shards = input_context.num_input_pipelines if input_context else 1
-    shard = input_context.input_pipeline_id if input_context else 0
-    if batch_size % shards:
-        raise DataError(
-            f"batch size {batch_size} does not split evenly over {shards} input pipelines; use a multiple of {shards}"
-        )
+    shards, shard = request.pipelines, request.index
     files = dataset.files(split)
     indexes = index_files(dataset, files)
     size = int(dataset.element_spec[dataset.feature_key].shape[0])
@@ -250,7 +232,7 @@ def build(
         size=size,
         mean=tuple(info.get("mean", [0.5] * 3)),
         std=tuple(info.get("std", [0.25] * 3)),
-        batch=batch_size // shards,
+        batch=request.batch_size,
         training=training,
         seed=seed,
         shard=shard,
@@ -275,12 +257,4 @@ def build(
         ds = ds.take(-(-n // plan.batch)).unbatch().take(n).batch(plan.batch, drop_remainder=training)
     fk, lk = dataset.feature_key, dataset.label_key
     ds = ds.map(lambda image, label, ids: {fk: image, lk: label, "id": ids})
-    if options.prefetch:
-        ds = ds.prefetch(tf.data.AUTOTUNE if options.prefetch_buffer < 0 else options.prefetch_buffer)
-    return Built(ds, tuple(files), "examples" if shards > 1 else "none", plan.batch, False, _no_corruption(options))
-
-
-def _no_corruption(options: PipelineOptions):
-    from ingest import integrity
-
-    return integrity.CorruptionReport(limit=options.max_corrupt)
+    return Built(ds, tuple(files), "examples" if shards > 1 else "none", plan.batch, engine="dali")

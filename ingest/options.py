@@ -24,6 +24,7 @@ PRESETS: dict[str, dict[str, object]] = {
         deterministic=True,
         private_threadpool=0,
         map_fusion=False,
+        engine="tfdata",
     ),
     "optimized": dict(
         interleave=True,
@@ -39,10 +40,11 @@ PRESETS: dict[str, dict[str, object]] = {
         deterministic=True,
         private_threadpool=0,
         map_fusion=True,
+        engine="tfdata",
     ),
 }
 # DALI decodes and augments in its own pipeline; the tf.data part around it stays optimized.
-PRESETS["dali"] = dict(PRESETS["optimized"])
+PRESETS["dali"] = dict(PRESETS["optimized"], engine="dali")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,6 +79,7 @@ class PipelineOptions:
     """The tf.data stages and their switches (``None``: from ``preset``)."""
 
     preset: Literal["naive", "optimized", "dali"] = "optimized"  # PIPELINE=
+    engine: Literal["tfdata", "dali"] | None = None  # who builds the pipeline (PIPELINE=dali: dali)
     interleave: bool | None = None  # read files in parallel (parallel interleave)
     cycle_length: int = 4  # files read at once; pinned so order is reproducible across machines
     block_length: int = 1  # consecutive records taken from one file

@@ -18,8 +18,8 @@ import psutil
 import tensorflow as tf
 
 from ingest import datasets
+from ingest.built import Built
 from ingest.dataset import Dataset
-from ingest.pipeline import Built
 from profiles import report, scenarios, trace
 from profiles.diagnose import Diagnosis, diagnose
 from profiles.measurements import Measurements, Setup, StageRate
@@ -114,7 +114,7 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
 
 def _prefix_rates(config: RunConfig, dataset: Dataset, built: Built, plan: scenarios.Plan) -> list[StageRate]:
     """Each prefix of the tf.data stage order; none for DALI, whose pipeline is one fused graph."""
-    if config.pipeline.preset == "dali":
+    if config.pipeline.engine == "dali":
         log.info("prefixes: skipped for PIPELINE=dali (DALI reads, decodes and augments in one pipeline)")
         return []
     log.info("prefixes: each stage added in turn (%d batches x %d windows each)", plan.stage_batches, plan.reps)

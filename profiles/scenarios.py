@@ -17,10 +17,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from ingest import stages
+from ingest import stages, tfdata
+from ingest.built import Built, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
-from ingest.pipeline import Built, file_reader
 from profiles import timing
 from profiles.measurements import StageRate
 
@@ -136,51 +136,42 @@ class Prefix:
 def prefixes(
     dataset: Dataset, split: str, options: PipelineOptions, built: Built, *, seed: int, shuffle_buffer: int
 ) -> list[Prefix]:
-    """Every prefix of ``pipeline.build``'s stage order for one input pipeline (training).
+    """The training pipeline of one input pipeline cut after each stage of ``ingest.tfdata.STAGES``.
 
-    Composes ``ingest.stages`` in the same order as ``ingest.pipeline.build``; prefixes that
-    end before batching get a plain ``batch`` so every prefix is iterated batch by batch
-    (per-element Python overhead would otherwise swamp fast stages), and prefixes that end
+    The same stage list ``ingest.pipeline.build`` runs (the order is written there only).
+    Prefixes that end before batching get a plain ``batch`` so every prefix is iterated batch by
+    batch (per-element Python overhead would otherwise swamp fast stages), and prefixes that end
     before ``repeat`` are repeated so none runs dry.
     """
-    ordered = bool(options.deterministic)
+    request = Request(
+        split=split, batch_size=built.batch_size, training=True, seed=seed, shuffle_buffer=shuffle_buffer, repeat=True
+    )
+    plan = tfdata.Plan(
+        dataset=dataset,
+        options=options,
+        request=request,
+        cached=built.cached,
+        ordered=bool(options.deterministic),
+        batched=built.batched_read,
+    )
     size = built.batch_size
     memory = dataset.in_memory(split)
-    if memory is not None:
-        ds = memory
-    else:
-        names = stages.list_files(list(built.files), pipelines=1, index=0, shuffle=options.shuffle, seed=seed)
-        ds = stages.interleave(
-            names, file_reader(dataset, options, built.batched_read), options=options, ordered=ordered
-        )
+    ds = memory if memory is not None else tfdata.interleaved(dataset, list(built.files), plan)
     # The read prefix of a batched reader yields blocks of records: timed re-sliced, not re-batched.
-    read_prefix = ds.rebatch(size) if built.batched_read else ds
-    chain: list[tuple[str, tf.data.Dataset, bool]] = [("read", read_prefix, False)]  # (name, dataset, repeats)
-    ds = stages.parse(ds, dataset.parse, options=options, ordered=ordered, batched=built.batched_read)
-    chain.append(("parse", ds, False))
-    fill = None
-    if built.cached:
-        ds = stages.cache(ds, options=dataclasses.replace(options, cache=True))
-        fill = ds
-        chain.append(("cache", ds, False))
-    if options.shuffle:
-        ds = stages.shuffle(ds, buffer=shuffle_buffer, seed=seed)
-        chain.append(("shuffle", ds, False))
-    ds = ds.repeat()
-    if dataset.has_augment:
-        ds = stages.augment(ds, dataset.augment, options=options, seed=seed)
-        chain.append(("augment", ds, True))
-    ds = stages.per_example(ds, dataset.preprocess, options=options)
-    chain.append(("preprocess", ds, True))
-    ds = stages.batch(ds, size=size, drop_remainder=True)
-    out = [
-        Prefix(
-            name,
-            _measured(d if rep else d.repeat(), size, options, batched=name == "read" and built.batched_read),
-            fill if name not in ("read", "parse") else None,
-        )
-        for name, d, rep in chain
-    ]
+    read = (ds.rebatch(size) if built.batched_read else ds).repeat()
+    out = [Prefix("read", _measured(read, size, options, batched=built.batched_read))]
+    fill, repeated = None, False
+    for stage in tfdata.STAGES:
+        if not stage.when(plan):
+            continue
+        ds = stage.apply(ds, plan)
+        fill = ds if stage.name == "cache" else fill
+        repeated = repeated or stage.name == "repeat"
+        if stage.name == "batch":
+            break
+        if stage.profiled:
+            cut = ds if repeated else ds.repeat()
+            out.append(Prefix(stage.name, _measured(cut, size, options), fill if stage.name != "parse" else None))
     out.append(Prefix("batch", stages.with_options(ds, options=options), fill))
     if options.prefetch:
         out.append(Prefix("prefetch", stages.prefetch(stages.with_options(ds, options=options), options=options), fill))

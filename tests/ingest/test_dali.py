@@ -33,7 +33,7 @@ def _by_id(ds: tf.data.Dataset, key: str = "image") -> dict[int, np.ndarray]:
 
 def _dali(shapes, split: str, **kw) -> pipeline.Built:
     args = dict(batch_size=BATCH, training=False, seed=0, shuffle_buffer=0, repeat=False) | kw
-    return dali.build(shapes, split, PipelineOptions(preset="dali", map_parallelism=2), None, **args)
+    return pipeline.build(shapes, split, PipelineOptions(preset="dali", map_parallelism=2), None, **args)
 
 
 @needs_dali
@@ -112,7 +112,7 @@ def test_missing_dali_names_the_extra(monkeypatch):
 def test_dali_refuses_the_data_service(shapes):
     opts = PipelineOptions(preset="dali", data_service="grpc://127.0.0.1:5050")
     with pytest.raises(DataError, match="DATA_SERVICE"):
-        dali.build(shapes, "train", opts, None, batch_size=8, training=True, seed=0, shuffle_buffer=8, repeat=True)
+        pipeline.build(shapes, "train", opts, None, batch_size=8, training=True, seed=0, shuffle_buffer=8, repeat=True)
 
 
 def test_shard_sizes_cover_the_split():

@@ -1,0 +1,41 @@
+"""What an engine hands back: the pipeline and what was decided while building it.
+
+Neutral ground between the facade (``ingest.pipeline``) and the engines (``ingest.tfdata``,
+``ingest.dali``), so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from ingest.integrity import CorruptionReport
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Request:
+    """One input pipeline's part of a build call, validated by the facade."""
+
+    split: str
+    batch_size: int  # per input pipeline (the global batch split evenly)
+    training: bool  # shuffle, repeat and augment; evaluation reads each example once
+    seed: int
+    shuffle_buffer: int
+    repeat: bool
+    pipelines: int = 1  # input pipelines in the run (workers x hosts)
+    index: int = 0  # this pipeline's index among them
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A pipeline and what was decided while building it (for logs, metrics and profiles)."""
+
+    dataset: tf.data.Dataset
+    files: tuple[str, ...]
+    shard_by: str  # "files", "examples" or "none"
+    batch_size: int  # per input pipeline
+    cached: bool = False
+    corrupt: CorruptionReport = dataclasses.field(default_factory=lambda: CorruptionReport(limit=0))
+    batched_read: bool = False  # the reader handed blocks of records to the parse (read_batches)
+    engine: str = "tfdata"
