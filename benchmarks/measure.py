@@ -151,7 +151,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 # ---- service ---------------------------------------------------------------------------
 @family
 def service(args: argparse.Namespace) -> dict[str, Any]:
-    return {"restart": _restarts(args.runs), "compare": _compare(args.repeats)}
+    compare = _compare(args.repeats)  # first: the restart runs leave clients retrying dead dispatchers behind
+    return {"restart": _restarts(args.runs), "compare": compare}
 
 
 def _restarts(n: int) -> dict[str, Any]:
@@ -176,6 +177,9 @@ def _restarts(n: int) -> dict[str, Any]:
     }
 
 
+BATCHES, WARMUP = 300, 20  # timed batches per rate (several seconds: short windows swing with load)
+
+
 def _compare(repeats: int) -> dict[str, Any]:
     """``ingest.service.compare()`` on the optimized ``shapes`` pipeline (64 px, no cache, batch 64)."""
     import dataclasses
@@ -193,11 +197,11 @@ def _compare(repeats: int) -> dict[str, Any]:
     def build(o: PipelineOptions):
         return pipeline.build(dataset, "train", o, batch_size=64, training=True, shuffle_buffer=1024).dataset
 
-    results = [svc.compare(build, options, workers=2, batches=100) for _ in range(repeats)]
+    results = [svc.compare(build, options, workers=2, batches=BATCHES, warmup=WARMUP) for _ in range(repeats)]
     return {
         "call": "ingest.service.compare(build, PipelineOptions(preset='optimized', cache=False), workers=2, "
-        "batches=100); build = pipeline.build(shapes 64 px, 'train', batch_size=64, training=True, "
-        "shuffle_buffer=1024)",
+        f"batches={BATCHES}, warmup={WARMUP}); build = pipeline.build(shapes 64 px, 'train', batch_size=64, "
+        "training=True, shuffle_buffer=1024)",
         "data": dataclasses.asdict(data),
         "runs": [
             {"local_examples_per_s": r.local_examples_per_s, "service_examples_per_s": r.service_examples_per_s}
