@@ -68,6 +68,14 @@ class Diagnosis:
     def as_dict(self) -> dict[str, Any]:
         return dict(dataclasses.asdict(self), verdict_text=self.verdict_text, summary=self.summary)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Diagnosis:
+        """The inverse of :meth:`as_dict` (e.g. from ``report.json``)."""
+        d = {k: v for k, v in d.items() if k not in ("verdict_text", "summary")}
+        d["stage_costs"] = tuple(StageCost(**c) for c in d["stage_costs"])
+        d["advice"] = tuple(Advice(**a) for a in d["advice"])
+        return cls(**d)
+
 
 def verdict(fraction: float) -> str:
     """TensorBoard's classes: < 5% not, 5-20% moderately, >= 20% highly input-bound."""

@@ -35,27 +35,39 @@ def write(
     }
     paths = [out_dir / name for name in FILES]
     paths[0].write_text(json.dumps(body, indent=2) + "\n")
-    paths[1].write_text(markdown(m, d, tensorboard, title=_title(config, m)))
+    paths[1].write_text(from_report(body))
     chart(m, d, paths[2])
     log.info("wrote %s", ", ".join(str(p) for p in paths))
     return paths
 
 
-def _title(config: Any, m: Measurements) -> str:
+def from_report(body: dict[str, Any], *, level: int = 1) -> str:
+    """``report.md`` from a ``report.json`` body: what ``make profile`` writes and README.md embeds.
+
+    ``level`` is the heading level of the title (the sections go one deeper).
+    """
+    m = Measurements.from_dict(body["measurements"])
+    d = Diagnosis.from_dict(body["diagnosis"])
+    tb = TensorBoardVerdict(**body["tensorboard"]) if body.get("tensorboard") else None
+    return markdown(m, d, tb, title=_title(body.get("config"), m), level=level)
+
+
+def _title(config: dict[str, Any] | None, m: Measurements) -> str:
     s = m.setup
     if config is None:
         return f"{s.dataset}, PIPELINE={s.preset}, BATCH={s.batch_size}"
     return (
-        f"{config.train.run_name}: DATASET={s.dataset} PIPELINE={s.preset} STRATEGY={config.strategy.name} "
-        f"BATCH={s.batch_size}"
+        f"{config['train']['run_name']}: DATASET={s.dataset} PIPELINE={s.preset} "
+        f"STRATEGY={config['strategy']['name']} BATCH={s.batch_size}"
     )
 
 
-def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, title: str) -> str:
+def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, title: str, level: int = 1) -> str:
     """The human report: verdict, the three scenarios, the stages and the advice."""
     ms = lambda s: f"{1e3 * s:.1f} ms"  # noqa: E731
+    h = "#" * level
     lines = [
-        f"# Profile — {title}",
+        f"{h} Profile — {title}",
         "",
         f"**Verdict: {d.verdict_text}.** {100 * d.input_fraction:.1f}% of the step time waits for input; "
         f"the step would be {d.speedup_if_input_free:.2f}x faster if input were free"
@@ -80,7 +92,7 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
         )
     lines += [
         "",
-        "## Stages",
+        f"{h}# Stages",
         "",
         "Each row times the pipeline cut after that stage; *adds* is what the stage adds per 1000 examples.",
         "",
@@ -93,7 +105,7 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
         share = f"{100 * cost.share:.0f}%" if cost.every_epoch else "first epoch only (cached)"
         mark = " **(costliest)**" if rate.name == d.bottleneck else ""
         lines.append(f"| {rate.name}{mark} | {rate.examples_per_s:,.0f} | {ms(1000 * cost.s_per_example)} | {share} |")
-    lines += ["", "## Advice", ""]
+    lines += ["", f"{h}# Advice", ""]
     lines += [f"- `{a.setting}`: {a.why}" for a in d.advice] or ["- nothing to change"]
     lines += [
         "",

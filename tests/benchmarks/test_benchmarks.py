@@ -19,6 +19,8 @@ LIGHT = (
     "benchmarks.__main__",
     "benchmarks.runner",
     "benchmarks.report",
+    "benchmarks.figures",
+    "benchmarks.measure",
     "benchmarks.config",
     "benchmarks.machine",
     "benchmarks.rates",
@@ -190,18 +192,65 @@ def test_committed_readmes_match_the_committed_results():
     assert not stale, f"stale blocks (run `python -m benchmarks.readme`): {stale}"
 
 
-def test_a_changed_result_makes_its_block_stale(tmp_path):
+def _copy_readmes_and_results(tmp_path):
+    """The registered READMEs and every committed result file, copied under ``tmp_path``."""
+    readme._load()  # registers every renderer (README.md's figures too)
     results = [str(p.relative_to(readme.REPO)) for p in (readme.REPO / "benchmarks/results").glob("*.json")]
     for rel in {path for path, _ in readme.RENDERERS} | set(results):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text((readme.REPO / rel).read_text())
     assert readme.render_all(tmp_path, check=True) == []
+
+
+def test_a_changed_result_makes_its_block_stale(tmp_path):
+    _copy_readmes_and_results(tmp_path)
     path = tmp_path / "benchmarks/results/loaders.json"
     result = json.loads(path.read_text())
     result["targets"][0]["measured"] += 0.5
     path.write_text(json.dumps(result))
     stale = readme.render_all(tmp_path, check=True)
     assert "benchmarks/README.md: targets" in stale and "README.md: bench-summary" in stale, stale
+
+
+def _bump(r: dict, *keys) -> None:
+    """Change the number at ``r[k1][k2]...`` (a list index where the key is an int)."""
+    for k in keys[:-1]:
+        r = r[k]
+    r[keys[-1]] = r[keys[-1]] * 0.5 + 1
+
+
+@pytest.mark.parametrize(
+    "family, keys, block",
+    [
+        ("training", ("default", "final_eval_accuracy"), "training-figures"),
+        ("training", ("prepare", "seconds"), "setup-figures"),
+        ("backends", ("vs_one_device", "mirrored", "max_weight_diff"), "backend-differences"),
+        ("profile", ("naive", "report", "diagnosis", "input_fraction"), "profile-example"),
+        ("profile", ("naive", "report", "measurements", "compute_s"), "profile-naive-report"),
+        ("service", ("restart", "runs", 0, "lost_files"), "service-restart"),
+        ("service", ("compare", "runs", 0, "local_examples_per_s"), "service-ratio"),
+    ],
+)
+def test_a_changed_figure_file_makes_its_readme_block_stale(tmp_path, family, keys, block):
+    """README.md's measured figures (``python -m benchmarks.measure``) are rendered from their files."""
+    _copy_readmes_and_results(tmp_path)
+    path = tmp_path / f"benchmarks/results/{family}.json"
+    result = json.loads(path.read_text())
+    _bump(result, *keys)
+    path.write_text(json.dumps(result))
+    assert f"README.md: {block}" in readme.render_all(tmp_path, check=True)
+
+
+def test_the_command_line_check_fails_on_a_stale_block(tmp_path):
+    """``python -m benchmarks.readme --check`` (run as __main__) sees every renderer and exits 1."""
+    _copy_readmes_and_results(tmp_path)
+    path = tmp_path / "benchmarks/results/service.json"
+    result = json.loads(path.read_text())
+    result["compare"]["runs"] = result["compare"]["runs"][:1]
+    path.write_text(json.dumps(result))
+    cmd = [sys.executable, "-m", "benchmarks.readme", "--check", "--root", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "README.md: service-ratio" in out.stderr, out.stderr[-2000:]
 
 
 def test_torch_crop_params_stay_inside_the_image():

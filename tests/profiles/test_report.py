@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from profiles import report
-from profiles.diagnose import diagnose
+from profiles.diagnose import Diagnosis, diagnose
 from profiles.measurements import Measurements
 from tests.conftest import REPO
 from tests.profiles.test_diagnose import NAIVE, make, rates
@@ -27,6 +27,11 @@ def test_report_files_say_the_verdict_stages_and_advice(tmp_path):
     assert "| parse **(costliest)** |" in md
     assert "`pipeline.map_parallelism=-1`" in md
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
+    # One renderer: report.md is what report.json renders (README.md embeds a committed one this way).
+    assert Diagnosis.from_dict(body["diagnosis"]) == d
+    assert report.from_report(body) == md
+    deep = report.from_report(body, level=4)
+    assert deep.startswith("#### Profile") and "\n##### Stages\n" in deep
 
 
 def test_cli_refuses_multi_process_strategies_with_one_clear_line(tmp_path):

@@ -37,16 +37,24 @@ BACKENDS = {
 LOSS_TOL, WEIGHT_REL_TOL, WEIGHT_ABS_TOL = 1e-5, 1e-3, 1e-6
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
-    """Every backend trained once, all at the same time: name -> (metrics, run dir)."""
-    root = tmp_path_factory.mktemp("agree")
+def train_backends(root: Path, *, shuffled: bool = True) -> dict[str, tuple[dict, Path]]:
+    """Every backend trained once under ``root``, all at the same time: name -> (metrics, run dir).
+
+    With ``shuffled``, also multi_worker with shuffling on (``multi_worker_shuffled``). Also what
+    ``python -m benchmarks.measure backends`` runs for the README's measured differences.
+    """
     items = {name: ITEMS + i for name, i in BACKENDS.items()}
-    items["multi_worker_shuffled"] = items["multi_worker"]
+    if shuffled:
+        items["multi_worker_shuffled"] = items["multi_worker"]
     metrics = runs.train_all(
         root, items, SETS, timeout=480, extra_sets={"multi_worker_shuffled": ["pipeline.shuffle=true"]}
     )
     return {name: (m, root / name) for name, m in metrics.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
+    return train_backends(tmp_path_factory.mktemp("agree"))
 
 
 def initial_weights(tmp: Path) -> dict[str, np.ndarray]:
