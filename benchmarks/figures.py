@@ -48,7 +48,7 @@ def _setup_block(root: Path) -> str:
     )
 
 
-@renders("README.md", "training-figures")
+@renders("docs/backends.md", "training-figures")
 def _training_block(root: Path) -> str:
     r = result(root, "training")
     d, p, mw = r["default"], r["pipeline"], r["multi_worker"]
@@ -66,7 +66,7 @@ def _training_block(root: Path) -> str:
 
 
 # ---- backends --------------------------------------------------------------------------
-@renders("README.md", "backend-differences")
+@renders("docs/backends.md", "backend-differences")
 def _backends_block(root: Path) -> str:
     r = result(root, "backends")
     rows = r["vs_one_device"]
@@ -94,7 +94,7 @@ def _profile_row(name: str, rep: dict[str, Any]) -> str:
     )
 
 
-@renders("README.md", "profile-example")
+@renders("docs/profiling.md", "profile-example")
 def _profile_block(root: Path) -> str:
     r = result(root, "profile")
     opt, naive = r["optimized"], r["naive"]
@@ -114,7 +114,7 @@ def _profile_block(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-@renders("README.md", "profile-optimized-verdict")
+@renders("docs/profiling.md", "profile-optimized-verdict")
 def _profile_verdict_block(root: Path) -> str:
     from profiles import report as profile_report  # imports TensorFlow: only when rendering
 
@@ -123,11 +123,11 @@ def _profile_verdict_block(root: Path) -> str:
     return f"The optimized report opens with: {verdict}\n"
 
 
-@renders("README.md", "profile-naive-report")
+@renders("docs/profiling.md", "profile-naive-report")
 def _profile_naive_block(root: Path) -> str:
     from profiles import report as profile_report
 
-    return profile_report.from_report(result(root, "profile")["naive"]["report"], level=4)
+    return profile_report.from_report(result(root, "profile")["naive"]["report"], level=3)
 
 
 # ---- service ---------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def _span(values: list[int]) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-@renders("README.md", "service-restart")
+@renders("docs/scale-out.md", "service-restart")
 def _restart_block(root: Path) -> str:
     r = result(root, "service")
     s = r["restart"]
@@ -160,7 +160,7 @@ def _restart_block(root: Path) -> str:
     )
 
 
-@renders("README.md", "service-ratio")
+@renders("docs/scale-out.md", "service-ratio")
 def _ratio_block(root: Path) -> str:
     r = result(root, "service")
     runs = r["compare"]["runs"]

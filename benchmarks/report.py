@@ -198,7 +198,7 @@ def _targets_block(root: Path) -> str:
     return f"{run_line(results)}\n\n{targets_table(targets)}\n"
 
 
-@renders("README.md", "bench-summary")
+@renders("docs/benchmarks.md", "bench-summary")
 def _summary_block(root: Path) -> str:
     results = _official(root)
     by = {t["name"]: t for s in SUITES if s in results for t in results[s]["targets"]}
