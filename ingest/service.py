@@ -204,7 +204,8 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        """Stop every process this cluster started (workers first)."""
+        """Close this process's jobs on the cluster, then stop every process it started (workers first)."""
+        close_sessions(self.spec.address)
         for i in range(len(self.workers)):
             self.kill_worker(i)
         self.kill_dispatcher()
@@ -265,26 +266,29 @@ def distribute(ds: tf.data.Dataset, options: PipelineOptions, *, job_name: str) 
     spec = ds.element_spec
     flat = tf.nest.flatten(spec)
 
-    def open_job(session: tf.Tensor) -> list:
+    def open_job(session: tf.Tensor, threads: list[threading.Thread]) -> Iterator:
         name = f"{job_name}-{uuid.uuid4().hex[:8]}"
         remote = ds.apply(
             tf.data.experimental.service.distribute(
                 processing_mode=MODES[options.service_mode], service=options.data_service, job_name=name
             )
         )
-        return _bounded(remote, timeout_s=options.service_timeout_s, where=f"{options.data_service} job {name}")
+        return _bounded(
+            remote, timeout_s=options.service_timeout_s, where=f"{options.data_service} job {name}", threads=threads
+        )
 
     def pull(session: tf.Tensor) -> list:
         key = int(session)
         if key not in _SESSIONS:  # a new iterator, or one restored from a checkpoint
-            _SESSIONS[key] = open_job(session)
+            threads: list[threading.Thread] = []
+            _SESSIONS[key] = (options.data_service, open_job(session, threads), threads)
         try:
-            return [True, *tf.nest.flatten(next(_SESSIONS[key]))]
+            return [True, *tf.nest.flatten(next(_SESSIONS[key][1]))]
         except StopIteration:
-            del _SESSIONS[key]
+            _SESSIONS.pop(key, None)
             return [False, *(tf.zeros([d or 0 for d in s.shape.as_list()], s.dtype) for s in flat)]
         except Exception:
-            del _SESSIONS[key]  # a later next() opens a new job instead of ending silently
+            _SESSIONS.pop(key, None)  # a later next() opens a new job instead of ending silently
             raise
 
     def step(session: tf.Tensor):
@@ -306,7 +310,29 @@ def distribute(ds: tf.data.Dataset, options: PipelineOptions, *, job_name: str) 
     return out.with_options(_ignore_external_state())
 
 
-_SESSIONS: dict[int, Iterator] = {}  # session id -> bounded element iterator of one service job
+# session id -> (dispatcher address, bounded element iterator of one service job, its pull thread)
+_SESSIONS: dict[int, tuple[str, Iterator, list[threading.Thread]]] = {}
+
+
+def close_sessions(address: str = "") -> int:
+    """Close the service jobs this process still reads (those of ``address``, or all); returns how many.
+
+    An iterator abandoned mid-epoch keeps its job's client alive, heartbeating to the dispatcher
+    (and logging a failure every second once it is gone). Closing the session lets its pull
+    thread return, which drops the service iterator and its client.
+    """
+    keys = [k for k, (where, _, _) in _SESSIONS.items() if not address or where == address]
+    closing = []
+    for key in keys:
+        _, elements, threads = _SESSIONS.pop(key)
+        try:
+            elements.close()
+        except ValueError:  # being read right now, in another thread: that read ends it
+            continue
+        closing += threads
+    for thread in closing:  # each returns within its 0.5 s poll unless blocked in the service
+        thread.join(timeout=5.0)
+    return len(keys)
 
 
 def _ignore_external_state() -> tf.data.Options:
@@ -320,7 +346,9 @@ def _ignore_external_state() -> tf.data.Options:
 _END = object()
 
 
-def _bounded(ds: tf.data.Dataset, *, timeout_s: float, where: str) -> Iterator:
+def _bounded(
+    ds: tf.data.Dataset, *, timeout_s: float, where: str, threads: list[threading.Thread] | None = None
+) -> Iterator:
     """Elements of ``ds``; raises :class:`ServiceTimeoutError` when one takes over ``timeout_s``.
 
     A daemon thread pulls from the service (that call cannot be interrupted); the consumer
@@ -346,6 +374,8 @@ def _bounded(ds: tf.data.Dataset, *, timeout_s: float, where: str) -> Iterator:
             box.put(err)
 
     thread = threading.Thread(target=pull, name="tf.data-service-pull", daemon=True)
+    if threads is not None:
+        threads.append(thread)
     thread.start()
     try:
         while True:
