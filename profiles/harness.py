@@ -17,7 +17,6 @@ from typing import Any
 import psutil
 import tensorflow as tf
 
-from ingest import datasets
 from ingest.built import Built
 from ingest.dataset import Dataset
 from profiles import report, scenarios, trace
@@ -25,9 +24,8 @@ from profiles.diagnose import Diagnosis, diagnose
 from profiles.measurements import Measurements, Setup, StageRate
 from stoker.errors import StokerError
 from strategies import make_backend
+from training.assembly import assemble
 from training.config import RunConfig
-from training.controller import build_model, ensure_prepared, setup_precision_and_seeds, train_pipeline
-from training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 SINGLE_PROCESS = ("one_device", "mirrored", "pipeline", "tpu")
@@ -58,13 +56,9 @@ def profile(config: RunConfig) -> Profile:
 
 
 def _profile(config: RunConfig, backend: Any) -> Profile:
-    dataset = datasets.get(config.data)
-    ensure_prepared(dataset, config)
-    setup_precision_and_seeds(config, config.strategy.name)
-    t, p = config.train, config.profile
-    built = train_pipeline(config, dataset, backend)
-    model, optimizer = build_model(config, dataset, backend, backend.topology.replicas)
-    trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
+    run = assemble(config, backend)  # what make train builds, checks included
+    dataset, built, trainer = run.dataset, run.built, run.trainer
+    p = config.profile
     fk, lk = dataset.feature_key, dataset.label_key
 
     def step(batch: dict[str, tf.Tensor]) -> float:

@@ -19,9 +19,9 @@ def main() -> int:
         from strategies import launch
 
         if launch.needs_launch(config.strategy):
-            from training import controller
+            from training import assembly
 
-            controller.prepare(config)
+            assembly.prepare(config)
             return launch.launch(config, args.items, args.set)
     from training import controller
 

@@ -14,21 +14,16 @@ import logging
 import math
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
-from ingest import datasets, integrity, pipeline
-from ingest.dataset import Dataset
-from stoker.errors import StokerError
+from ingest import integrity, pipeline
 from strategies import make_backend
 from strategies.backend import Backend
-from training import models
+from training import assembly, checkpoints
 from training.config import RunConfig, write_json_atomic
-from training.trainer import Trainer
 
 log = logging.getLogger("stoker")
 
@@ -50,60 +45,6 @@ class StepTimes:
         return w / (w + c) if w + c else 0.0
 
 
-def setup_precision_and_seeds(config: RunConfig, backend_name: str) -> None:
-    """Host, once, before any variable exists."""
-    keras.utils.set_random_seed(config.train.seed)
-    if config.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if config.train.mixed_precision:
-        gpu = bool(tf.config.list_physical_devices("GPU")) and backend_name != "tpu"
-        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
-
-
-def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
-    """Prepare the dataset when its files are missing (and config allows it)."""
-    if dataset.is_prepared():
-        differs = dataset.mismatch()  # reads dataset_info.json
-        if differs:
-            log.warning(
-                "%s holds %s: training on what is there; run `make prepare DATASET=%s` with the same "
-                "settings to regenerate it",
-                dataset.root,
-                differs,
-                dataset.name,
-            )
-        return
-    if not config.train.prepare_missing:
-        dataset.files(config.data.train_split)  # raises the clear "run make prepare" error
-        return
-    log.info("dataset %s is not prepared under %s: preparing it now", dataset.name, dataset.root)
-    dataset.prepare()
-
-
-def prepare(config: RunConfig) -> None:
-    """Host, before workers are launched: prepare the dataset once, so no worker reads half-written files."""
-    ensure_prepared(datasets.get(config.data), config)
-
-
-def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replicas: int) -> tuple[keras.Model, Any]:
-    """Model and optimizer in the backend's scope; the optimizer is built before any restore."""
-    name = config.train.model or models.DEFAULT_FOR.get(dataset.name, "shapes_cnn")
-    spec = dataset.element_spec[dataset.feature_key]
-    lr = config.train.learning_rate * (lr_replicas if config.train.lr_scaling == "linear" else 1)
-    with backend.scope():
-        model = models.build(name, tuple(spec.shape), dataset.num_classes)
-        opt = keras.optimizers.Adam(lr) if config.train.optimizer == "adam" else keras.optimizers.SGD(lr, momentum=0.9)
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
-            opt = keras.mixed_precision.LossScaleOptimizer(opt)
-        opt.build(model.trainable_variables)
-    return model, opt
-
-
-def checkpoint_dir(config: RunConfig, backend: Backend) -> Path:
-    base = config.run_dir / "checkpoints"
-    return base if backend.is_chief else base / f"worker_{backend.topology.worker_index}"
-
-
 class _Sigterm:
     """Turns SIGTERM into a flag the loop reads at each step boundary."""
 
@@ -118,46 +59,6 @@ class _Sigterm:
         self.flag = True
 
 
-def checkpoint_steps(manager: tf.train.CheckpointManager) -> list[int]:
-    """Steps of the checkpoints ``manager`` keeps, oldest first."""
-    return [int(path.rsplit("-", 1)[1]) for path in manager.checkpoints]
-
-
-def common_step(table: np.ndarray) -> int | None:
-    """The newest step every worker has a checkpoint of (rows: workers; -1 pads), None if none has any.
-
-    A kill can land between two workers' saves of the same step, leaving one a checkpoint
-    ahead: every worker then restores the newest step they all have, so they stay in step.
-    """
-    rows = [set(int(v) for v in row) - {-1} for row in table]
-    if not any(rows):
-        return None
-    common = set.intersection(*rows)
-    if not common:
-        raise StokerError(
-            f"the workers' checkpoints have no step in common (steps per worker: "
-            f"{[sorted(r) for r in rows]}); delete the run's checkpoints folder (every "
-            f"worker's) to start again, or raise train.keep_checkpoints"
-        )
-    return max(common)
-
-
-def restore(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager, backend: Backend, keep: int) -> None:
-    """Host, every worker (a collective when there are several): restore the newest common checkpoint."""
-    steps = checkpoint_steps(manager)[-keep:]
-    if backend.topology.workers > 1:
-        padded = np.full(keep, -1, np.int64)
-        padded[: len(steps)] = steps
-        step = common_step(backend.gather_ints(padded))
-    else:
-        step = steps[-1] if steps else None
-    if step is None:
-        return
-    path = next(p for p in manager.checkpoints if p.endswith(f"-{step}"))
-    ckpt.restore(path).assert_existing_objects_matched()
-    log.info("resumed from %s at step %d", path, int(ckpt.step))
-
-
 def run(config: RunConfig) -> dict[str, Any]:
     """Train as ``config`` says; returns the metrics written to ``metrics.json`` (chief)."""
     backend = make_backend(config.strategy)
@@ -167,37 +68,18 @@ def run(config: RunConfig) -> dict[str, Any]:
         backend.shutdown()
 
 
-def train_pipeline(config: RunConfig, dataset: Dataset, backend: Backend) -> pipeline.Built:
-    """Host: this worker's training input pipeline, as the run config describes it."""
-    return pipeline.build(
-        dataset,
-        config.data.train_split,
-        config.pipeline,
-        backend.input_context(),
-        batch_size=config.train.batch_size,
-        training=True,
-        seed=config.data.seed,
-        shuffle_buffer=config.data.shuffle_buffer,
-    )
-
-
 def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
-    dataset = datasets.get(config.data)
-    if backend.is_chief:
-        ensure_prepared(dataset, config)
-    setup_precision_and_seeds(config, config.strategy.name)
     t = config.train
     topo = backend.topology
-    topo.local_batch(t.batch_size)  # checks divisibility with a clear message
-    built = train_pipeline(config, dataset, backend)
-    backend.check_input(built.dataset)
-    model, optimizer = build_model(config, dataset, backend, topo.replicas)
-    trainer = Trainer(backend, model, optimizer, global_batch=t.batch_size)
+    run = assembly.assemble(config, backend)
+    dataset, built, model, optimizer, trainer = run.dataset, run.built, run.model, run.optimizer, run.trainer
     iterator = iter(built.dataset)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, iterator=iterator)
-    manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir(config, backend)), max_to_keep=t.keep_checkpoints)
-    restore(ckpt, manager, backend, t.keep_checkpoints)
+    manager = tf.train.CheckpointManager(
+        ckpt, str(checkpoints.checkpoint_dir(config, backend)), max_to_keep=t.keep_checkpoints
+    )
+    checkpoints.restore(ckpt, manager, backend, t.keep_checkpoints)
     n_train = dataset.num_examples(config.data.train_split)
     steps_per_epoch = max(1, (n_train or t.batch_size * 100) // t.batch_size)
     total = t.steps or t.epochs * steps_per_epoch

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stoker.errors import StokerError
-from training.controller import common_step
+from training.checkpoints import common_step
 
 
 def test_no_checkpoints_anywhere_starts_fresh():

@@ -1,0 +1,114 @@
+"""One run assembly for training and profiling: dataset, pipeline, model, optimizer, trainer.
+
+``make train`` (``training.controller``) and ``make profile`` (``profiles.harness``) build a run
+with :func:`assemble`, so what the profiler measures is what training runs (the same batch
+check, input check, pipeline and model). Host, once per process, before the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+from ingest import datasets, pipeline
+from ingest.dataset import Dataset
+from strategies.backend import Backend
+from training import models
+from training.config import RunConfig
+from training.trainer import Trainer
+
+log = logging.getLogger("stoker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Assembled:
+    """What a run is made of, built in the backend's scope."""
+
+    dataset: Dataset
+    built: pipeline.Built
+    model: keras.Model
+    optimizer: Any
+    trainer: Trainer
+
+
+def assemble(config: RunConfig, backend: Backend) -> Assembled:
+    """Dataset (prepared by the chief when missing), precision and seeds, this worker's training
+    pipeline (its batch checked against the topology and the backend), model, optimizer, trainer."""
+    dataset = datasets.get(config.data)
+    if backend.is_chief:
+        ensure_prepared(dataset, config)
+    setup_precision_and_seeds(config, config.strategy.name)
+    topo = backend.topology
+    topo.local_batch(config.train.batch_size)  # checks divisibility with a clear message
+    built = train_pipeline(config, dataset, backend)
+    backend.check_input(built.dataset)
+    model, optimizer = build_model(config, dataset, backend, topo.replicas)
+    trainer = Trainer(backend, model, optimizer, global_batch=config.train.batch_size)
+    return Assembled(dataset, built, model, optimizer, trainer)
+
+
+def setup_precision_and_seeds(config: RunConfig, backend_name: str) -> None:
+    """Host, once, before any variable exists."""
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.train.mixed_precision:
+        gpu = bool(tf.config.list_physical_devices("GPU")) and backend_name != "tpu"
+        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+
+
+def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
+    """Prepare the dataset when its files are missing (and config allows it)."""
+    if dataset.is_prepared():
+        differs = dataset.mismatch()  # reads dataset_info.json
+        if differs:
+            log.warning(
+                "%s holds %s: training on what is there; run `make prepare DATASET=%s` with the same "
+                "settings to regenerate it",
+                dataset.root,
+                differs,
+                dataset.name,
+            )
+        return
+    if not config.train.prepare_missing:
+        dataset.files(config.data.train_split)  # raises the clear "run make prepare" error
+        return
+    log.info("dataset %s is not prepared under %s: preparing it now", dataset.name, dataset.root)
+    dataset.prepare()
+
+
+def prepare(config: RunConfig) -> None:
+    """Host, before workers are launched: prepare the dataset once, so no worker reads half-written files."""
+    ensure_prepared(datasets.get(config.data), config)
+
+
+def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replicas: int) -> tuple[keras.Model, Any]:
+    """Model and optimizer in the backend's scope; the optimizer is built before any restore."""
+    name = config.train.model or models.DEFAULT_FOR.get(dataset.name, "shapes_cnn")
+    spec = dataset.element_spec[dataset.feature_key]
+    lr = config.train.learning_rate * (lr_replicas if config.train.lr_scaling == "linear" else 1)
+    with backend.scope():
+        model = models.build(name, tuple(spec.shape), dataset.num_classes)
+        opt = keras.optimizers.Adam(lr) if config.train.optimizer == "adam" else keras.optimizers.SGD(lr, momentum=0.9)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            opt = keras.mixed_precision.LossScaleOptimizer(opt)
+        opt.build(model.trainable_variables)
+    return model, opt
+
+
+def train_pipeline(config: RunConfig, dataset: Dataset, backend: Backend) -> pipeline.Built:
+    """Host: this worker's training input pipeline, as the run config describes it."""
+    return pipeline.build(
+        dataset,
+        config.data.train_split,
+        config.pipeline,
+        backend.input_context(),
+        batch_size=config.train.batch_size,
+        training=True,
+        seed=config.data.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
