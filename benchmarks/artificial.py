@@ -16,7 +16,7 @@ import tensorflow as tf
 from benchmarks import rates
 from benchmarks.config import BenchConfig
 from benchmarks.runner import row
-from profiles import timing
+from stoker import timing
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -24,7 +24,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.images import FEATURES, ImagenetShapes
 from benchmarks.runner import SuiteResult, row
 from ingest.image_ops import normalize, random_resized_crop
-from profiles import timing
+from stoker import timing
 
 
 def one_core(ds: tf.data.Dataset, threads: int = 1) -> tf.data.Dataset:

@@ -1,4 +1,4 @@
-"""Steady-state rates of pipelines and loaders, all through ``profiles.timing.measure``.
+"""Steady-state rates of pipelines and loaders, all through ``stoker.timing.measure``.
 
 Every row of a suite gets the same work before timing: one whole epoch of the suite's
 training split (``warm_examples``), timed and kept as the row's *first-epoch* figure (for a
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from benchmarks.config import BenchConfig
-from profiles import timing
+from stoker import timing
 
 
 def batch_size(batch: Any) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from ingest.options import PipelineOptions
+from stoker import timing
 from stoker.errors import StokerError
 
 log = logging.getLogger(__name__)
@@ -412,14 +413,15 @@ class Comparison:
 
 
 def _rate(ds: tf.data.Dataset, *, batches: int, warmup: int) -> float:
-    """Examples per second over ``batches`` batches after ``warmup`` (first batch apart)."""
-    it = iter(ds)
-    for _ in range(warmup):
-        next(it)
-    start, examples = time.perf_counter(), 0
-    for _ in range(batches):
-        examples += int(tf.nest.flatten(next(it))[0].shape[0])
-    return examples / (time.perf_counter() - start)
+    """Examples per second over ``batches`` batches after ``warmup`` (the first of them timed apart)."""
+    return timing.measure(
+        lambda: iter(ds),
+        elements=batches,
+        reps=1,
+        warmup=0,
+        warmup_elements=max(0, warmup - 1),
+        size_of=lambda batch: int(tf.nest.flatten(batch)[0].shape[0]),
+    ).median
 
 
 def compare(

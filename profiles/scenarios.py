@@ -21,8 +21,8 @@ from ingest import stages, tfdata
 from ingest.built import Built, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
-from profiles import timing
 from profiles.measurements import StageRate
+from stoker import timing
 
 log = logging.getLogger(__name__)
 Batch = dict[str, tf.Tensor]
@@ -103,10 +103,10 @@ def windowed_mean(values: tuple[float, ...] | list[float], reps: int) -> float:
 
 
 def _window_of_steps(step: StepFn, batch: Batch, n: int) -> float:
-    t0 = time.perf_counter()
+    laps = timing.Laps()
     for _ in range(n):
         step(batch)
-    return (time.perf_counter() - t0) / n
+    return laps.lap() / n
 
 
 def end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) -> tuple[list[float], list[float]]:
@@ -114,13 +114,12 @@ def end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) -> tuple[lis
     for _ in range(max(1, plan.warmup_steps)):
         step(next(iterator))
     waits, computes = [], []
-    for _ in range(plan.steps):
-        t0 = time.perf_counter()
+    for _ in range(plan.steps):  # split as the training loop splits its steps
+        laps = timing.Laps()
         batch = next(iterator)
-        t1 = time.perf_counter()
+        waits.append(laps.lap())
         step(batch)
-        waits.append(t1 - t0)
-        computes.append(time.perf_counter() - t1)
+        computes.append(laps.lap())
     return waits, computes
 
 

@@ -17,13 +17,12 @@ device shares memory, and on GPUs TensorFlow copies a stage's weights to its dev
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
+from stoker import timing
 from strategies import devices
 from strategies.backend import BACKENDS, Backend, StrategyOptions
 from strategies.topology import split_bounds
@@ -171,13 +170,13 @@ class Pipeline(Backend):
         for stage in self._stages:
             step = tf.function(lambda a, s=stage: _stage_step(s, a))
             out = step(h)  # compile
-            samples = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                out = step(h)
-                float(tf.reduce_sum(tf.cast(out, tf.float32)))
-                samples.append(1000 * (time.perf_counter() - t0))
-            times.append(round(float(np.median(samples)), 3))
+            calls = timing.time_calls(
+                lambda step=step, h=h: float(tf.reduce_sum(tf.cast(step(h), tf.float32))),
+                calls=1,
+                reps=repeats,
+                warmup=0,
+            )
+            times.append(round(1000 / calls.median, 3))  # the median call, in ms
             h = out
         return times
 

@@ -13,13 +13,13 @@ import json
 import logging
 import math
 import signal
-import time
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from ingest import integrity, pipeline
+from stoker import timing
 from strategies import make_backend
 from strategies.backend import Backend
 from training import assembly, checkpoints
@@ -120,24 +120,24 @@ class _Loop:
     def train(self) -> dict[str, Any]:
         t = self.config.train
         start_step = int(self.step)
-        window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": time.perf_counter(), "wait": 0.0}
+        window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0}
         loss = float("nan")
         fk, lk = self.dataset.feature_key, self.dataset.label_key
         first = True
         while int(self.step) < self.total:
-            t0 = time.perf_counter()
+            laps = timing.Laps()
             batch = self.next_batch()
-            t1 = time.perf_counter()
+            wait = laps.lap()
             loss_t, correct = self.trainer.train_step((batch[fk], batch[lk]))
             loss = float(loss_t)  # waits for the step: the timing below is the step's compute
-            t2 = time.perf_counter()
+            compute = laps.lap()
             if first:
                 self.backend.after_first_step(self.trainer.model, self.trainer.optimizer)
                 first = False
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {int(self.step)}; lower LR= or check the data")
-            self.times.wait.append(t1 - t0)
-            self.times.compute.append(t2 - t1)
+            self.times.wait.append(wait)
+            self.times.compute.append(compute)
             self.losses.append(loss)
             self.step.assign_add(1)
             s = int(self.step)
@@ -147,10 +147,10 @@ class _Loop:
             window["loss"] += loss
             window["correct"] += float(correct)
             window["n"] += 1
-            window["wait"] += t1 - t0
+            window["wait"] += wait
             if s % t.log_every == 0 or s == self.total:
                 self._log(s, window)
-                window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": time.perf_counter(), "wait": 0.0}
+                window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0}
             if t.checkpoint_every and s % t.checkpoint_every == 0:
                 self.manager.save(checkpoint_number=s)
             if s % self.steps_per_epoch == 0 and t.eval_every_epoch and s < self.total:
@@ -171,7 +171,7 @@ class _Loop:
         return bool(self.backend.gather_ints([int(self.sigterm.flag)]).max())
 
     def _log(self, s: int, w: dict[str, Any]) -> None:
-        elapsed = time.perf_counter() - w["t"]
+        elapsed = w["t"].lap()
         global_batch = self.config.train.batch_size
         loss, acc = w["loss"] / w["n"], w["correct"] / (w["n"] * global_batch)
         rate = w["n"] * global_batch / elapsed if elapsed else 0.0

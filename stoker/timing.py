@@ -1,4 +1,5 @@
-"""The one timing helper shared by ``profiles`` and ``benchmarks``.
+"""The one timer: the controller's step timing, the profiler, the benchmarks, the tf.data
+service comparison and the pipeline-parallel stage timings all measure with it.
 
 Raw measurement only (analysis lives elsewhere): time to first element kept apart from the
 steady state, warm-up before timing, and the median of repeated timed windows with min/max.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -39,16 +40,20 @@ def measure(
     reps: int = 5,
     warmup: int = 1,
     size_of: Callable[[Any], int] | None = None,
+    warmup_elements: int = 0,
 ) -> Throughput:
     """Time ``reps`` windows of ``elements`` elements from one iterator made by ``make_iter``.
 
-    The first element is timed alone; ``warmup`` windows run untimed (filling caches,
-    letting AUTOTUNE settle); ``size_of(element)`` converts elements to items (e.g. batch size).
+    The first element is timed alone; ``warmup`` windows (and ``warmup_elements`` more
+    elements) run untimed (filling caches, letting AUTOTUNE settle); ``size_of(element)``
+    converts elements to items (e.g. batch size).
     """
     it = make_iter()
     t0 = time.perf_counter()
     next(it)
     first = time.perf_counter() - t0
+    for _ in range(warmup_elements):
+        next(it)
     for _ in range(warmup):
         for _ in range(elements):
             next(it)
@@ -72,13 +77,13 @@ def time_calls(fn: Callable[[], Any], *, calls: int, reps: int = 5, warmup: int 
     return measure(forever, elements=calls, reps=reps, warmup=warmup)
 
 
-def timed(iterable: Iterable[Any]) -> Iterator[tuple[float, Any]]:
-    """Yield (seconds waited for the element, element) for each element."""
-    it = iter(iterable)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            item = next(it)
-        except StopIteration:
-            return
-        yield time.perf_counter() - t0, item
+class Laps:
+    """Consecutive intervals on one clock: :meth:`lap` returns the seconds since the last lap."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        return seconds
