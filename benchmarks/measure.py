@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine
+from stoker import files
 
 log = logging.getLogger("benchmarks.measure")
 REPO = Path(__file__).resolve().parent.parent
@@ -215,10 +216,7 @@ def write(name: str, body: dict[str, Any], results_dir: Path) -> Path:
     """``<results_dir>/<name>.json``, written to a temporary name and renamed."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return files.atomic_write(path, json.dumps(body, indent=2) + "\n")
 
 
 def measure(name: str, args: argparse.Namespace) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmarks import machine
 from benchmarks.config import BenchConfig
+from stoker import files
 
 SUITES = ("ceilings", "ablation", "loaders")
 log = logging.getLogger(__name__)
@@ -159,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run_here(args.suite, BenchConfig(**json.loads(args.config)))
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.out)
+    files.atomic_write(args.out, json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -33,6 +33,7 @@ import tensorflow as tf
 from ingest.built import Built, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
+from stoker import files
 from stoker.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,7 @@ def write_index(shard: str | Path, index: str | Path) -> int:
                 raise DataError(f"{shard}: record at byte {offset} runs past the end; re-run `make prepare`")
             lines.append(f"{offset} {end - offset}\n")
             offset = end
-    tmp = Path(f"{index}.tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(index)
+    files.atomic_write(index, "".join(lines))
     return len(lines)
 
 

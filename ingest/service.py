@@ -35,7 +35,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from ingest.options import PipelineOptions
-from stoker import timing
+from stoker import ports, timing
 from stoker.errors import StokerError
 
 log = logging.getLogger(__name__)
@@ -228,24 +228,9 @@ def _kill(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=30)
 
 
-def free_port(span: int = 1, tries: int = 50) -> int:
+def free_port(span: int = 1) -> int:
     """A port p on 127.0.0.1 with p..p+span-1 all free right now (for tests and benchmarks)."""
-    for _ in range(tries):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + span < 65535 and all(_is_free(base + i) for i in range(span)):
-            return base
-    raise StokerError(f"found no {span} consecutive free ports on 127.0.0.1 in {tries} tries")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return ports.free_ports(span, contiguous=True)[0]
 
 
 # ---- client ------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from profiles import report, scenarios, trace
 from profiles.diagnose import Diagnosis, diagnose
 from profiles.measurements import Measurements, Setup, StageRate
 from stoker.errors import StokerError
+from stoker.runconfig import RunConfig
 from strategies import make_backend
 from training.assembly import assemble
-from training.config import RunConfig
 
 log = logging.getLogger(__name__)
 SINGLE_PROCESS = ("one_device", "mirrored", "pipeline", "tpu")

@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from stoker import ports
 from stoker.errors import StokerError
 from strategies.backend import StrategyOptions
 
@@ -52,25 +52,10 @@ def needs_launch(options: StrategyOptions) -> bool:
     return False
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports that were free on ``host`` a moment ago."""
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 def tf_configs(processes: int, first_port: int = 0, host: str = "127.0.0.1") -> list[str]:
     """One ``TF_CONFIG`` JSON per local worker; ports from ``first_port`` or free ones."""
-    ports = [first_port + i for i in range(processes)] if first_port else free_ports(processes, host)
-    cluster = {"worker": [f"{host}:{p}" for p in ports]}
+    chosen = [first_port + i for i in range(processes)] if first_port else ports.free_ports(processes, host=host)
+    cluster = {"worker": [f"{host}:{p}" for p in chosen]}
     return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(processes)]
 
 

@@ -12,7 +12,7 @@ log = logging.getLogger("stoker")
 def main() -> int:
     args = cli.parser("python -m training", "Train a model on a registered dataset.").parse_args()
     cli.setup_logging()
-    from training import config as run_config
+    from stoker import runconfig as run_config
 
     config = run_config.from_args(args.items, args.set)
     if config.strategy.name in ("multi_worker", "horovod"):

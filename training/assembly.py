@@ -16,9 +16,9 @@ import tf_keras as keras
 
 from ingest import datasets, pipeline
 from ingest.dataset import Dataset
+from stoker.runconfig import RunConfig
 from strategies.backend import Backend
 from training import models
-from training.config import RunConfig
 from training.trainer import Trainer
 
 log = logging.getLogger("stoker")

@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from stoker.errors import StokerError
+from stoker.runconfig import RunConfig
 from strategies.backend import Backend
-from training.config import RunConfig
 
 log = logging.getLogger("stoker")
 

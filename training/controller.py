@@ -20,10 +20,10 @@ import tensorflow as tf
 
 from ingest import integrity, pipeline
 from stoker import timing
+from stoker.runconfig import RunConfig, write_json_atomic
 from strategies import make_backend
 from strategies.backend import Backend
 from training import assembly, checkpoints
-from training.config import RunConfig, write_json_atomic
 
 log = logging.getLogger("stoker")
 

@@ -30,7 +30,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ingest.sources import tfrecord
-from stoker import cli
+from stoker import cli, files
 
 log = logging.getLogger(__name__)
 # make_example(split, index) -> (serialized record, per-channel pixel sums [3, 3] or None)
@@ -161,6 +161,4 @@ def _write_info(metas: list[dict[str, Any]], out_dir: str, info: dict[str, Any])
         std = np.sqrt(np.maximum(total[1] / total[2] - mean**2, 0.0))
         info = dict(info, mean=mean.round(4).tolist(), std=std.round(4).tolist())
     out = dict(info, splits=splits)
-    tmp = Path(out_dir) / ".dataset_info.json.tmp"
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(Path(out_dir) / "dataset_info.json")
+    files.atomic_write(Path(out_dir) / "dataset_info.json", json.dumps(out, indent=2))

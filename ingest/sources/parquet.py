@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
+from stoker import files
 from stoker.errors import DataError
 
 _TF_OF_ARROW = {pa.int64(): tf.int64, pa.int32(): tf.int32, pa.float32(): tf.float32, pa.float64(): tf.float64}
@@ -91,7 +92,7 @@ def write(path: str, table: Mapping[str, np.ndarray], row_group: int = 4096) -> 
     from pathlib import Path
 
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp, target = files.atomic_target(target)
     pq.write_table(pa.table(dict(table)), tmp, row_group_size=row_group, write_page_checksum=True)
     tmp.replace(target)
     return len(next(iter(table.values())))

@@ -18,6 +18,8 @@ from pathlib import Path
 import google_crc32c
 import tensorflow as tf
 
+from stoker import files
+
 _MASK_DELTA = 0xA282EAD8
 _MAX_RECORD = 1 << 31  # A declared length past this is damage, not data: never allocate it.
 
@@ -150,7 +152,7 @@ def read_valid(path: str, compression: str = "") -> tf.data.Dataset:
 def write(path: str | Path, records: list[bytes] | Iterator[bytes], compression: str = "") -> tuple[int, int]:
     """Write records atomically (temp name, then rename); returns (records, bytes on disk)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp, path = files.atomic_target(path)
     count = 0
     with gzip.open(tmp, "wb") if compression == "GZIP" else open(tmp, "wb") as f:  # noqa: SIM115
         for record in records:

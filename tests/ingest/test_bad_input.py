@@ -16,10 +16,10 @@ from ingest import datasets, integrity, pipeline
 from ingest.datasets.clicks import Clicks
 from ingest.options import DataOptions, PipelineOptions
 from ingest.testing import Indexed, indexed_record, write_indexed
+from stoker import runconfig as run_config
 from stoker.config import ConfigError
 from stoker.errors import CorruptDataError, DataError
 from stoker.registry import RegistryError
-from training import config as run_config
 from training import models
 
 

@@ -22,8 +22,8 @@ from tensorboard_plugin_profile.convert import raw_to_tool_data
 
 from ingest.datasets import REGISTRY
 from profiles import harness
+from stoker import runconfig as run_config
 from tests.profiles.planted import HeavyShapes, planted
-from training import config as run_config
 
 QUICK = "profile.steps=6 profile.reps=3 profile.warmup_steps=2 profile.stage_batches=3"
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from stoker import config as cfg
+from stoker import runconfig as run_config
 from stoker.config import ConfigError
-from training import config as run_config
 
 
 def test_order_defaults_then_preset_then_overrides(tmp_path):

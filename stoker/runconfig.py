@@ -1,4 +1,8 @@
-"""The run config: one frozen value composed of every package's options section.
+"""The config root: one frozen run config composed of every package's options section.
+
+Every entry point (``python -m training|profiles|ingest|benchmarks``) imports it from here,
+the ground floor, without climbing: it imports only the leaf option modules
+(``ingest.options``, ``strategies.options``) and defines the train and profile sections.
 
 Resolution order: dataclass defaults, the YAML preset (``configs/<name>.yaml``, default
 ``configs/default.yaml``), then ``KEY=value`` from the make line: short names (``EPOCHS=3``)
@@ -10,15 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
 from ingest.options import DataOptions, PipelineOptions
 from stoker import config as cfg
-from strategies.backend import StrategyOptions
+from stoker.files import write_json_atomic
+from strategies.options import StrategyOptions
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+__all__ = ["ALIASES", "RunConfig", "TrainOptions", "ProfileOptions", "from_args", "write_json_atomic"]
 
 # make variable -> dotted key
 ALIASES = {
@@ -146,11 +151,3 @@ def from_args(items: list[str], sets: list[str] | None = None) -> RunConfig:
         overrides.update(cfg.parse_overrides(item.split()))
     path = Path(preset) if preset.endswith(".yaml") else CONFIG_DIR / f"{preset}.yaml"
     return cfg.load(RunConfig, path, overrides)
-
-
-def write_json_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
