@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 
@@ -24,6 +25,25 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _NOISE = ("apitools not found",)  # Beam's GCP extras probing for a client stoker does not use
 
 
+# Lines a worker process prints that say nothing about the run (unless VERBOSE=1): absl's notice
+# before its log is initialised, absl INFO lines (gRPC and the coordination service connecting),
+# the coordination service noticing, as the run ends, that a peer has already exited (a worker
+# that dies mid-run is reported by the launcher itself, with its exit code), and the tf.data
+# service client's retries against a dispatcher that has already stopped.
+_ABSL = r"[IWE]\d{4} [\d:.]+ +\d+ "
+_WORKER_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|I\d{4} [\d:.]+ +\d+ "
+    rf"|{_ABSL}coordination_service_agent\.cc:\d+\] Coordination agent is set to ERROR: UNAVAILABLE"
+    rf"|{_ABSL}data_service_client\.cc:\d+\] Failed to (heartbeat|release))"
+)
+
+
+def is_noise(line: str) -> bool:
+    """Whether a child process's output line is library noise to hide (never with ``VERBOSE=1``)."""
+    return not verbose() and bool(_WORKER_NOISE.match(line))
+
+
 class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(_NOISE)
@@ -37,9 +57,12 @@ def setup_logging(level: int = logging.INFO) -> None:
         return
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropNoise())
-    for name in ("tensorflow", "absl", "h5py", "matplotlib"):
+    for name in ("absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    # TensorFlow's Python warnings here are its own internals (a collective's gather "retracing"
+    # on every call); Beam's local job service relays every worker's warnings.
+    for name in ("tensorflow", "apache_beam"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

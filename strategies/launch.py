@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from stoker import ports
+from stoker import cli, ports
 from stoker.errors import StokerError
 from strategies.backend import StrategyOptions
 
@@ -119,7 +119,10 @@ def _die_with_launcher() -> None:
 def _pump(stream, prefix: str) -> None:
     """Copy a worker's output to ours, one prefixed line at a time (runs in a thread)."""
     for raw in iter(stream.readline, b""):
-        sys.stdout.write(f"[{prefix}] {raw.decode(errors='replace')}")
+        line = raw.decode(errors="replace")
+        if cli.is_noise(line):
+            continue
+        sys.stdout.write(f"[{prefix}] {line}")
         sys.stdout.flush()
     stream.close()
 

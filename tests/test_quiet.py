@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from stoker import cli
 from tests.conftest import REPO
 
 NOISE = (
@@ -59,3 +60,29 @@ def test_prepare_is_quiet_and_keeps_beams_output_in_a_log(tmp_path):
     assert "prepared" in text
     log = (tmp_path / "shapes.prepare.log").read_text()
     assert "INFO:" in log or "sdk_worker" in log  # Beam's workers spoke, into the log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tiny_training_run_is_quiet(tmp_path):
+    """`make -s train CONFIG=tiny` (prepare included): stoker's lines only."""
+    args = ["training", "CONFIG=tiny", f"DATA_DIR={tmp_path / 'data'}", "--set", f"train.runs_dir={tmp_path / 'runs'}"]
+    text = _run(args, verbose=False)
+    assert _noise(text) == [] and not [line for line in text.splitlines() if cli.is_noise(line)], _noise(text)
+    assert "done:" in text
+
+
+def test_worker_noise_is_recognised_and_kept_with_verbose(monkeypatch):
+    lines = {
+        "I0000 00:00:1796226133.082592   30896 coordination_service_agent.cc:303] Coordination agent connected.": True,
+        "E0000 00:00:1796226154.058541   31016 coordination_service_agent.cc:749] Coordination agent is set to "
+        "ERROR: UNAVAILABLE: Error reported from /job:worker/task:1": True,
+        "W0000 00:00:1796225928.617897   22049 data_service_client.cc:450] Failed to heartbeat to dispatcher": True,
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR": True,
+        "E0000 00:00:1796226154.1   31016 some_op.cc:12] a real error": False,
+        "15:42:35 stoker: done: 16 steps": False,
+    }
+    monkeypatch.delenv("VERBOSE", raising=False)
+    assert {line: cli.is_noise(line) for line in lines} == lines
+    monkeypatch.setenv("VERBOSE", "1")
+    assert not any(cli.is_noise(line) for line in lines)
