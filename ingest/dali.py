@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import struct
 import tempfile
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import tensorflow as tf
 from ingest.built import Built, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
+from ingest.sources import tfrecord
 from stoker import files
 from stoker.errors import DataError
 
@@ -78,18 +78,10 @@ def has_gpu() -> bool:
 # ---- index files -------------------------------------------------------------------------
 def write_index(shard: str | Path, index: str | Path) -> int:
     """Write DALI's index of a TFRecord file ("offset size" per record); returns the records."""
-    lines, offset = [], 0
-    with open(shard, "rb") as f:
-        while header := f.read(12):  # uint64 length + uint32 masked CRC of the length
-            if len(header) < 12:
-                raise DataError(f"{shard}: truncated record header at byte {offset}; re-run `make prepare`")
-            (length,) = struct.unpack("<Q", header[:8])
-            f.seek(length + 4, os.SEEK_CUR)  # data + uint32 masked CRC of the data
-            end = f.tell()
-            if end > os.path.getsize(shard):
-                raise DataError(f"{shard}: record at byte {offset} runs past the end; re-run `make prepare`")
-            lines.append(f"{offset} {end - offset}\n")
-            offset = end
+    try:
+        lines = [f"{offset} {size}\n" for offset, size in tfrecord.frames(shard)]
+    except tfrecord.FramingError as err:
+        raise DataError(f"{shard}: {err}; re-run `make prepare`") from None
     files.atomic_write(index, "".join(lines))
     return len(lines)
 

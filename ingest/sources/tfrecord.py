@@ -101,37 +101,53 @@ def iter_records(path: str | Path, compression: str = "", result: ScanResult | N
         result.problems.append(f"unreadable: {err}")
 
 
-def check_framing(path: str | Path, compression: str = "") -> str:
-    """Walk the record headers only (no data CRCs); '' when the framing holds, else the problem.
+class FramingError(ValueError):
+    """A record's framing (length, its CRC, or the file's end) is broken; the message says where."""
 
-    TensorFlow's reader trusts a length whose own CRC checks: a crafted length of 2**40 makes
-    it allocate that much and the process dies (SIGSEGV, no Python error). Walking lengths
-    against the file size first costs one 12-byte read per record.
+
+def frames(path: str | Path, compression: str = "") -> Iterator[tuple[int, int]]:
+    """(offset, bytes) of every record, walking the 12-byte headers only (no data CRCs).
+
+    Raises :class:`FramingError` at the first header that is cut, whose length CRC fails, that
+    declares an impossible length, or whose record runs past the end of the file. TensorFlow's
+    reader trusts a length whose own CRC checks: a crafted length of 2**40 makes it allocate
+    that much and the process dies (SIGSEGV, no Python error), hence this walk first.
     """
     try:
         with _open(path, compression) as f:
             offset = 0
+            size = None if compression == "GZIP" else Path(path).stat().st_size
             while True:
                 head = f.read(12)
                 if not head:
-                    return ""
+                    return
                 if len(head) < 12:
-                    return f"truncated record header at {offset}"
+                    raise FramingError(f"truncated record header at {offset}")
                 (length,) = struct.unpack("<Q", head[:8])
                 if struct.unpack("<I", head[8:])[0] != _masked_crc(head[:8]):
-                    return f"corrupt record length at {offset}"
+                    raise FramingError(f"corrupt record length at {offset}")
                 if length > _MAX_RECORD:
-                    return f"record at {offset} declares {length} bytes"
-                if compression == "GZIP":
+                    raise FramingError(f"record at {offset} declares {length} bytes")
+                if size is None:
                     skipped = len(f.read(length + 4))
                 else:
-                    skipped = f.seek(length + 4, io.SEEK_CUR) - offset - 12
-                    skipped = min(skipped, max(0, Path(path).stat().st_size - offset - 12))
+                    skipped = min(f.seek(length + 4, io.SEEK_CUR), size) - offset - 12
                 if skipped < length + 4:
-                    return f"truncated record at {offset} ({skipped} of {length + 4} bytes)"
+                    raise FramingError(f"truncated record at {offset} ({skipped} of {length + 4} bytes)")
+                yield offset, 12 + length + 4
                 offset += 12 + length + 4
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        return f"unreadable: {err}"
+        raise FramingError(f"unreadable: {err}") from None
+
+
+def check_framing(path: str | Path, compression: str = "") -> str:
+    """'' when every record header of ``path`` holds (see :func:`frames`), else the problem."""
+    try:
+        for _ in frames(path, compression):
+            pass
+    except FramingError as err:
+        return str(err)
+    return ""
 
 
 def scan(path: str | Path, compression: str = "") -> ScanResult:
