@@ -29,7 +29,10 @@ setup(
     version="0.1.0",
     description="High-performance tf.data input pipelines and distributed training",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["stoker*", "ingest*", "strategies*", "training*", "profiles*", "benchmarks*"]),
+    # Only `stoker` goes into site-packages: ingest, strategies, training, profiles and benchmarks
+    # are imported from the checkout (every make target and entry point puts it on PYTHONPATH),
+    # so no top-level `training` or `benchmarks` of stoker's can collide with another project's.
+    packages=find_packages(include=["stoker", "stoker.*"]),
     include_package_data=True,
     install_requires=CORE,
     extras_require={

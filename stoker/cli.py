@@ -9,12 +9,19 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 
 def verbose() -> bool:
     """``VERBOSE=1``: show what libraries print (TensorFlow's C++ log, Beam's workers and INFO lines)."""
     return os.environ.get("VERBOSE", "") not in ("", "0")
 
+
+# The checkout holds ingest, strategies, training, profiles and benchmarks (only `stoker` is
+# installed): processes started from here (launched workers, Beam's workers) import them too.
+REPO = str(Path(__file__).resolve().parent.parent)
+if REPO not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
 
 # TensorFlow's C++ log: level 3 hides the CUDA "Unable to register cuDNN/cuBLAS/cuFFT factory"
 # errors every CPU-only import prints; errors that matter still reach Python as exceptions.
