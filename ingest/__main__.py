@@ -43,9 +43,9 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _service(args: argparse.Namespace) -> int:
-    from ingest import service
+    from ingest import service_cli
 
-    return service.main(args)
+    return service_cli.main(args)
 
 
 def main() -> int:
@@ -57,10 +57,9 @@ def main() -> int:
     prep.add_argument("--beam-args", default="", help="flags passed to Beam, e.g. '--flink_master=host:8081'")
     sub.add_parser("datasets", help="list registered datasets")
     svc = sub.add_parser("service", help="run a tf.data service dispatcher and workers")
-    svc.add_argument("--workers", type=int, default=2)
-    svc.add_argument("--host", default="127.0.0.1")
-    svc.add_argument("--port", type=int, default=5050)
-    svc.add_argument("--work-dir", default="runs/data_service")
+    from ingest import service_cli  # the flags and their defaults, from ClusterSpec
+
+    service_cli.add_cluster_args(svc)
     args = p.parse_args()
     cli.setup_logging()
     return {"prepare": _prepare, "datasets": _datasets, "service": _service}[args.command](args)

@@ -18,15 +18,12 @@ lives in ``ingest.service_client`` (re-exported here).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -284,55 +281,7 @@ def compare(
     return Comparison(workers, local, remote)
 
 
-# ---- command line ------------------------------------------------------------------------
-def _spec(args: argparse.Namespace) -> ClusterSpec:
-    return ClusterSpec(
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        work_dir=args.work_dir,
-        **{k: getattr(args, k) for k in ("worker_timeout_ms", "heartbeat_ms") if hasattr(args, k)},
-    )
+if __name__ == "__main__":  # `python -m ingest.service dispatcher|worker ...` (a cluster's servers)
+    from ingest import service_cli
 
-
-def main(args: argparse.Namespace) -> int:
-    """``make data-service``: run the cluster in the foreground until Ctrl-C or SIGTERM."""
-    cluster = LocalCluster(_spec(args))
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with cluster:
-        log.info("tf.data service ready: DATA_SERVICE=%s (Ctrl-C stops it)", cluster.spec.address)
-        try:
-            while not stopping.wait(1.0):
-                dead = [p for p in [cluster.dispatcher, *cluster.workers] if p is not None and p.poll() is not None]
-                if dead:
-                    log.error("a tf.data service process exited (code %s); stopping the rest", dead[0].returncode)
-                    return 1
-        except KeyboardInterrupt:
-            log.info("stopping the tf.data service")
-    return 0
-
-
-def _serve(argv: list[str]) -> int:
-    """``python -m ingest.service dispatcher|worker ...``: one server in this process."""
-    p = argparse.ArgumentParser(prog="python -m ingest.service")
-    p.add_argument("role", choices=["dispatcher", "worker"])
-    p.add_argument("--index", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5050)
-    p.add_argument("--work-dir", default="runs/data_service")
-    p.add_argument("--worker-timeout-ms", type=int, default=ClusterSpec.worker_timeout_ms)
-    p.add_argument("--heartbeat-ms", type=int, default=ClusterSpec.heartbeat_ms)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    spec = _spec(args)
-    if args.role == "dispatcher":
-        serve_dispatcher(spec)
-    else:
-        serve_worker(spec, args.index)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_serve(sys.argv[1:]))
+    sys.exit(service_cli.serve(sys.argv[1:]))

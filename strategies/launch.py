@@ -59,14 +59,6 @@ def tf_configs(processes: int, first_port: int = 0, host: str = "127.0.0.1") -> 
     return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(processes)]
 
 
-def training_command(items: Sequence[str], sets: Sequence[str]) -> list[str]:
-    """The same ``python -m training`` command line this process was given."""
-    cmd = [sys.executable, "-m", "training", *items]
-    for s in sets:
-        cmd += ["--set", s]
-    return cmd
-
-
 def horovod_command(options: StrategyOptions, cmd: list[str]) -> list[str]:
     """``horovodrun --gloo`` over ``HOSTS`` (default ``localhost:NP``) running ``cmd``."""
     horovodrun = shutil.which("horovodrun") or os.path.join(os.path.dirname(sys.executable), "horovodrun")
@@ -86,10 +78,11 @@ def horovod_command(options: StrategyOptions, cmd: list[str]) -> list[str]:
     ]
 
 
-def launch(config: Any, items: Sequence[str], sets: Sequence[str]) -> int:
-    """Host: start the workers of ``config.strategy`` and supervise them; returns the exit code."""
+def launch(config: Any, cmd: list[str]) -> int:
+    """Host: start ``cmd`` as the workers of ``config.strategy`` and supervise them; returns the
+    exit code. ``cmd`` is what each worker runs (the caller's own command line, e.g.
+    ``python -m training ...``); a SIGTERM is relayed to the processes that run it."""
     options: StrategyOptions = config.strategy
-    cmd = training_command(items, sets)
     settle = options.collective_timeout_s + 120.0  # the last evaluation plus a collective timeout
     if options.name == "horovod":
         log.info(
@@ -97,15 +90,16 @@ def launch(config: Any, items: Sequence[str], sets: Sequence[str]) -> int:
             options.processes,
             "given by HOSTS" if options.hosts else "this machine",
         )
-        return supervise([horovod_command(options, cmd)], [dict(os.environ)], names=["horovodrun"], settle_s=settle)
+        return supervise(
+            [horovod_command(options, cmd)], [dict(os.environ)], names=["horovodrun"], settle_s=settle, worker=cmd
+        )
     configs = tf_configs(options.processes, options.port)
     envs = [dict(os.environ, TF_CONFIG=c) for c in configs]
     log.info(
         "multi_worker: launching %d local workers on 127.0.0.1 (TF_CONFIG generated, not logged)", options.processes
     )
-    return supervise(
-        [cmd] * options.processes, envs, names=[f"worker {i}" for i in range(options.processes)], settle_s=settle
-    )
+    names = [f"worker {i}" for i in range(options.processes)]
+    return supervise([cmd] * options.processes, envs, names=names, settle_s=settle, worker=cmd)
 
 
 def _die_with_launcher() -> None:
@@ -139,7 +133,7 @@ def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
             time.sleep(0.1)
 
 
-def _preempt(procs: list[subprocess.Popen], grace_s: float) -> None:
+def _preempt(procs: list[subprocess.Popen], grace_s: float, worker: Sequence[str] = ()) -> None:
     """SIGTERM the training processes themselves and wait for them to checkpoint and exit.
 
     Under horovodrun they are its descendants: signalling horovodrun instead makes it SIGKILL
@@ -150,8 +144,8 @@ def _preempt(procs: list[subprocess.Popen], grace_s: float) -> None:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             kids = psutil.Process(p.pid).children(recursive=True)
-            # the Python training processes only: a shell wrapper dies of SIGTERM without saving
-            workers = [k for k in kids if k.cmdline()[1:3] == ["-m", "training"]] or [psutil.Process(p.pid)]
+            # the worker processes only (running `worker`): a shell wrapper dies of SIGTERM without saving
+            workers = [k for k in kids if worker and k.cmdline()[1:3] == list(worker[1:3])] or [psutil.Process(p.pid)]
             for w in workers:
                 w.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -167,6 +161,7 @@ def supervise(
     timeout_s: float = 0.0,
     settle_s: float = 300.0,
     grace_s: float = GRACE_S,
+    worker: Sequence[str] = (),
 ) -> int:
     """Host: run ``cmds`` at once, prefix their output, and return 0 only if every one succeeds.
 
@@ -198,7 +193,7 @@ def supervise(
         code = _wait(procs, names, (timeout_s, settle_s), stopping)
     finally:
         if stopping["signal"] == signal.SIGTERM:  # workers get time to reach a step boundary and save
-            _preempt(procs, PREEMPT_GRACE_S)
+            _preempt(procs, PREEMPT_GRACE_S, worker)
         _stop(procs, grace_s)
         for s, h in old.items():
             _swap_handler(s, h)

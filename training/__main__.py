@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from stoker import cli
 
@@ -22,7 +23,8 @@ def main() -> int:
             from training import assembly
 
             assembly.prepare(config)
-            return launch.launch(config, args.items, args.set)
+            cmd = [sys.executable, "-m", "training", *args.items, *(a for s in args.set for a in ("--set", s))]
+            return launch.launch(config, cmd)
     from training import controller
 
     try:
