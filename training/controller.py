@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import math
-import signal
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from stoker import timing
 from stoker.runconfig import RunConfig, write_json_atomic
 from strategies import make_backend
 from strategies.backend import Backend
-from training import assembly, checkpoints
+from training import actions, assembly, checkpoints
 
 log = logging.getLogger("stoker")
 
@@ -43,20 +42,6 @@ class StepTimes:
         """Input wait / step time over the steady state (the first step compiles)."""
         w, c = sum(self.wait[1:]), sum(self.compute[1:])
         return w / (w + c) if w + c else 0.0
-
-
-class _Sigterm:
-    """Turns SIGTERM into a flag the loop reads at each step boundary."""
-
-    def __init__(self) -> None:
-        self.flag = False
-        try:
-            signal.signal(signal.SIGTERM, self._set)
-        except ValueError:  # not the main thread (e.g. inside a test runner thread)
-            pass
-
-    def _set(self, *_: Any) -> None:
-        self.flag = True
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -101,15 +86,11 @@ class _Loop:
         self.iterator, self.built, self.step, self.manager = iterator, built, step, manager
         self.steps_per_epoch, self.total = steps_per_epoch, total
         self.times = StepTimes()
-        self.sigterm = _Sigterm()
-        self.writer = tf.summary.create_file_writer(str(config.run_dir / "tensorboard")) if backend.is_chief else None
+        self.preemption = actions.Preemption(backend)
+        self.summaries = actions.Summaries(config.run_dir, backend.is_chief)
+        self.ids = actions.IdRecorder(config.run_dir, backend.topology.worker_index, config.train.record_ids)
         self.evals: list[dict[str, Any]] = []
         self.losses: list[float] = []  # this run's per-step losses (repeatability checks)
-        self.ids_file = None
-        if config.train.record_ids:
-            ids_dir = config.run_dir / "ids"
-            ids_dir.mkdir(parents=True, exist_ok=True)
-            self.ids_file = open(ids_dir / f"worker_{backend.topology.worker_index}.txt", "a")  # noqa: SIM115
 
     def next_batch(self) -> dict[str, tf.Tensor]:
         try:
@@ -141,9 +122,7 @@ class _Loop:
             self.losses.append(loss)
             self.step.assign_add(1)
             s = int(self.step)
-            if self.ids_file is not None and "id" in batch:
-                self.ids_file.write(f"{s} {' '.join(map(str, batch['id'].numpy().tolist()))}\n")
-                self.ids_file.flush()
+            self.ids.record(s, batch)
             window["loss"] += loss
             window["correct"] += float(correct)
             window["n"] += 1
@@ -155,7 +134,7 @@ class _Loop:
                 self.manager.save(checkpoint_number=s)
             if s % self.steps_per_epoch == 0 and t.eval_every_epoch and s < self.total:
                 self._evaluate(s)
-            if self._preempted():
+            if self.preemption.requested():
                 self.manager.save(checkpoint_number=s)
                 log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
                 raise Preempted(s)
@@ -163,12 +142,6 @@ class _Loop:
             self.manager.save(checkpoint_number=int(self.step))
         final_eval = self._evaluate(int(self.step))
         return self._report(loss, start_step, final_eval)
-
-    def _preempted(self) -> bool:
-        """Host: did SIGTERM reach any worker? Workers agree (a collective) so all stop at one step."""
-        if self.backend.topology.workers == 1:
-            return self.sigterm.flag
-        return bool(self.backend.gather_ints([int(self.sigterm.flag)]).max())
 
     def _log(self, s: int, w: dict[str, Any]) -> None:
         elapsed = w["t"].lap()
@@ -187,11 +160,15 @@ class _Loop:
                 rate,
                 100 * w["wait"] / elapsed if elapsed else 0.0,
             )
-            with self.writer.as_default(step=s):
-                tf.summary.scalar("train/loss", loss)
-                tf.summary.scalar("train/accuracy", acc)
-                tf.summary.scalar("train/examples_per_sec", rate)
-                tf.summary.scalar("train/input_wait_fraction", w["wait"] / elapsed if elapsed else 0.0)
+            self.summaries.scalars(
+                s,
+                {
+                    "train/loss": loss,
+                    "train/accuracy": acc,
+                    "train/examples_per_sec": rate,
+                    "train/input_wait_fraction": w["wait"] / elapsed if elapsed else 0.0,
+                },
+            )
 
     def _evaluate(self, s: int) -> dict[str, Any]:
         split = self.config.data.eval_split
@@ -217,9 +194,7 @@ class _Loop:
                 result["examples"],
                 split,
             )
-            with self.writer.as_default(step=s):
-                tf.summary.scalar("eval/loss", result["loss"])
-                tf.summary.scalar("eval/accuracy", result["accuracy"])
+            self.summaries.scalars(s, {"eval/loss": result["loss"], "eval/accuracy": result["accuracy"]})
         return result
 
     def _report(self, loss: float, start_step: int, final_eval: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +225,6 @@ class _Loop:
         }
         if self.backend.is_chief:
             write_json_atomic(self.config.run_dir / "metrics.json", json.dumps(metrics, indent=2))
-            self.writer.flush()
-        if self.ids_file is not None:
-            self.ids_file.close()
+            self.summaries.flush()
+        self.ids.close()
         return metrics

@@ -1,0 +1,74 @@
+"""The training loop's small actions, each called at a step boundary (as Orbit's actions are).
+
+``IdRecorder`` appends each step's example ids (tests count them), ``Summaries`` writes the
+TensorBoard scalars (chief only), ``Preemption`` turns SIGTERM into an agreed stop step.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from strategies.backend import Backend
+
+
+class IdRecorder:
+    """``runs/<run>/ids/worker_<i>.txt``: one line per step, the step then its example ids."""
+
+    def __init__(self, run_dir: Path, worker_index: int, enabled: bool) -> None:
+        self._file = None
+        if enabled:
+            ids_dir = run_dir / "ids"
+            ids_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(ids_dir / f"worker_{worker_index}.txt", "a")  # noqa: SIM115
+
+    def record(self, step: int, batch: dict[str, tf.Tensor]) -> None:
+        if self._file is not None and "id" in batch:
+            self._file.write(f"{step} {' '.join(map(str, batch['id'].numpy().tolist()))}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class Summaries:
+    """TensorBoard scalars under ``runs/<run>/tensorboard`` (chief only; others write nothing)."""
+
+    def __init__(self, run_dir: Path, chief: bool) -> None:
+        self._writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else None
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+
+class Preemption:
+    """SIGTERM sets a flag; at each step boundary every worker learns whether any worker got one."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.flag = False
+        try:
+            signal.signal(signal.SIGTERM, self._set)
+        except ValueError:  # not the main thread (e.g. inside a test runner thread)
+            pass
+
+    def _set(self, *_: Any) -> None:
+        self.flag = True
+
+    def requested(self) -> bool:
+        """Host: a collective when there are several workers, so all stop at the same step."""
+        if self.backend.topology.workers == 1:
+            return self.flag
+        return bool(self.backend.gather_ints([int(self.flag)]).max())
