@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks import machine
 from benchmarks.config import BenchConfig
-from stoker import files
+from stoker import files, processes
 
 SUITES = ("ceilings", "ablation", "loaders")
 log = logging.getLogger(__name__)
@@ -138,10 +138,13 @@ def run_isolated(suite: str, cfg: BenchConfig, out: Path, *, timeout_s: float) -
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.runner", suite, "--config", json.dumps(cfg.as_dict()), "--out", str(out)]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    # stderr is inherited: the child's progress log shows as it runs. Its own session: a timeout
+    # stops the suite's whole tree (DataLoader workers, DALI), and it dies with this process.
+    proc = processes.spawn(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
-        # stderr is inherited: the child's progress log shows as it runs.
-        proc = subprocess.run(cmd, env=env, timeout=timeout_s, stdout=subprocess.DEVNULL)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        processes.stop([proc], grace_s=5.0)
         raise RuntimeError(
             f"benchmark suite {suite!r} did not finish within {timeout_s:.0f} s; "
             "use --quick or a smaller --suite selection"

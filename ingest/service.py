@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from ingest.options import PipelineOptions
 from ingest.service_client import MODES, ServiceTimeoutError, close_sessions, distribute
-from stoker import ports, timing
+from stoker import ports, processes, timing
 from stoker.errors import StokerError
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class LocalCluster:
 
     def _spawn(self, role: str, index: int = 0) -> subprocess.Popen:
         out = subprocess.DEVNULL if self.quiet else None
-        return subprocess.Popen(_command(self.spec, role, index), stdout=out, stderr=out)  # noqa: S603
+        return processes.spawn(_command(self.spec, role, index), stdout=out, stderr=out)
 
     def start_dispatcher(self) -> None:
         """Start (or restart, from the journal) the dispatcher and wait until it listens."""
@@ -180,12 +180,12 @@ class LocalCluster:
 
     def kill_dispatcher(self) -> None:
         """SIGKILL the dispatcher (no clean shutdown: what a crash looks like)."""
-        _kill(self.dispatcher)
+        processes.kill(self.dispatcher)
         self.dispatcher = None
 
     def kill_worker(self, index: int) -> None:
         """SIGKILL worker ``index``."""
-        _kill(self.workers[index])
+        processes.kill(self.workers[index])
         self.workers[index] = None
 
     def start(self) -> LocalCluster:
@@ -213,12 +213,6 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _kill(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 def free_port(span: int = 1) -> int:

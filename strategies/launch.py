@@ -13,7 +13,6 @@ would otherwise leave the rest blocked in a collective.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from stoker import cli, ports
+from stoker import cli, ports, processes
 from stoker.errors import StokerError
 from strategies.backend import StrategyOptions
 
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 
 # Set by horovodrun (Gloo) and mpirun in each rank: such a process is a worker, not a launcher.
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
-PR_SET_PDEATHSIG = 1  # prctl option: signal sent to this process when its parent dies
 PREEMPT_GRACE_S = 120.0  # after SIGTERM, workers get this long to checkpoint and exit 0
 GRACE_S = 10.0  # after one worker fails, the others get this long to stop before SIGKILL
 
@@ -102,14 +100,6 @@ def launch(config: Any, cmd: list[str]) -> int:
     return supervise([cmd] * options.processes, envs, names=names, settle_s=settle, worker=cmd)
 
 
-def _die_with_launcher() -> None:
-    """In each worker before exec (Linux): SIGTERM it when the launcher dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: workers outlive a killed launcher
-        pass
-
-
 def _pump(stream, prefix: str) -> None:
     """Copy a worker's output to ours, one prefixed line at a time (runs in a thread)."""
     for raw in iter(stream.readline, b""):
@@ -119,18 +109,6 @@ def _pump(stream, prefix: str) -> None:
         sys.stdout.write(f"[{prefix}] {line}")
         sys.stdout.flush()
     stream.close()
-
-
-def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
-    """SIGTERM every live process group, then SIGKILL what is left after ``grace_s``."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        live = [p for p in procs if p.poll() is None]
-        for p in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, sig)
-        deadline = time.monotonic() + wait
-        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 def _preempt(procs: list[subprocess.Popen], grace_s: float, worker: Sequence[str] = ()) -> None:
@@ -170,14 +148,7 @@ def supervise(
     worker. SIGINT/SIGTERM to this process stop the workers too.
     """
     procs = [
-        subprocess.Popen(
-            c,
-            env=e,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_launcher,
-        )  # noqa: PLW1509 (only prctl, before exec)
+        processes.spawn(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for c, e in zip(cmds, envs, strict=True)
     ]
     pumps = [threading.Thread(target=_pump, args=(p.stdout, n), daemon=True) for p, n in zip(procs, names, strict=True)]
@@ -194,7 +165,7 @@ def supervise(
     finally:
         if stopping["signal"] == signal.SIGTERM:  # workers get time to reach a step boundary and save
             _preempt(procs, PREEMPT_GRACE_S, worker)
-        _stop(procs, grace_s)
+        processes.stop(procs, grace_s)
         for s, h in old.items():
             _swap_handler(s, h)
         for t in pumps:

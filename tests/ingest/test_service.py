@@ -260,3 +260,27 @@ def test_exposure_warning_is_loud(caplog):
         service.warn_exposure([5050, 5051])
     text = caplog.text
     assert "EVERY network interface" in text and "NO authentication" in text and "5050, 5051" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_servers_end_when_make_data_service_is_killed(tmp_path):
+    """SIGKILL of `python -m ingest service` (what `make data-service` runs): its dispatcher and
+    workers end within 10 s (each is started with PR_SET_PDEATHSIG, stoker/processes.py)."""
+    import psutil
+
+    port = service.free_port(3)
+    cmd = [sys.executable, "-m", "ingest", "service", "--workers", "2", "--port", str(port)]
+    cmd += ["--work-dir", str(tmp_path / "journal")]
+    main = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in main.stdout:
+            if "tf.data service ready" in line:
+                break
+        servers = psutil.Process(main.pid).children(recursive=True)
+        assert len(servers) == 3, [p.cmdline() for p in servers]
+    finally:
+        main.kill()
+        main.wait()
+    _, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive, f"still running 10 s after the launcher was killed: {[p.cmdline() for p in alive]}"
