@@ -15,7 +15,7 @@ log = logging.getLogger("stoker")
 
 def _prepare(args: argparse.Namespace) -> int:
     from ingest import datasets
-    from stoker import runconfig as run_config
+    from ingest import runconfig as run_config
 
     config = run_config.from_args(args.items, args.set)
     runner = dict(i.split("=", 1) for i in args.items if "=" in i).get("RUNNER", "DirectRunner")

@@ -18,7 +18,7 @@ log = logging.getLogger("stoker")
 def main() -> int:
     args = cli.parser("python -m profiles", "Profile input against compute and name the bottleneck.").parse_args()
     cli.setup_logging()
-    from stoker import runconfig as run_config
+    from ingest import runconfig as run_config
 
     config = run_config.from_args(args.items, args.set)
     from profiles import harness

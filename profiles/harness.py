@@ -19,11 +19,11 @@ import tensorflow as tf
 
 from ingest.built import Built
 from ingest.dataset import Dataset
+from ingest.runconfig import RunConfig
 from profiles import report, scenarios, trace
 from profiles.diagnose import Diagnosis, diagnose
 from profiles.measurements import Measurements, Setup, StageRate
 from stoker.errors import StokerError
-from stoker.runconfig import RunConfig
 from strategies import make_backend
 from training.assembly import assemble
 

@@ -10,15 +10,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from stoker import cli  # noqa: E402, F401  (puts the checkout on PYTHONPATH for tests' subprocesses)
 from strategies import devices  # noqa: E402
 
 devices.configure(2)  # Mirrored tests use 2 replicas; one_device uses /cpu:0.
 tf.config.list_logical_devices()  # initialise now, so no later configure(1) can shrink the split
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Only `stoker` is installed; subprocesses of tests (workers, Beam, entry points) import the
-# other packages from the checkout, as make's PYTHONPATH gives them.
-if REPO not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ log = logging.getLogger("stoker")
 def main() -> int:
     args = cli.parser("python -m training", "Train a model on a registered dataset.").parse_args()
     cli.setup_logging()
-    from stoker import runconfig as run_config
+    from ingest import runconfig as run_config
 
     config = run_config.from_args(args.items, args.set)
     if config.strategy.name in ("multi_worker", "horovod"):

@@ -16,7 +16,7 @@ import tf_keras as keras
 
 from ingest import datasets, pipeline
 from ingest.dataset import Dataset
-from stoker.runconfig import RunConfig
+from ingest.runconfig import RunConfig
 from strategies.backend import Backend
 from training import models
 from training.trainer import Trainer

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from ingest.runconfig import RunConfig
 from stoker.errors import StokerError
-from stoker.runconfig import RunConfig
 from strategies.backend import Backend
 
 log = logging.getLogger("stoker")

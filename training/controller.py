@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from ingest import integrity, pipeline
+from ingest.runconfig import RunConfig, write_json_atomic
 from stoker import timing
-from stoker.runconfig import RunConfig, write_json_atomic
 from strategies import make_backend
 from strategies.backend import Backend
 from training import actions, assembly, checkpoints

@@ -48,7 +48,7 @@ def test_interrupted_prepare_is_detected_and_redone(tmp_path):
 
 
 def test_metrics_and_config_are_written_atomically(tmp_path):
-    from stoker.runconfig import write_json_atomic
+    from ingest.runconfig import write_json_atomic
 
     target = tmp_path / "metrics.json"
     write_json_atomic(target, '{"a": 1}')

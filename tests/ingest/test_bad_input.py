@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 from ingest import datasets, integrity, pipeline
+from ingest import runconfig as run_config
 from ingest.datasets.clicks import Clicks
 from ingest.options import DataOptions, PipelineOptions
 from ingest.testing import Indexed, indexed_record, write_indexed
-from stoker import runconfig as run_config
 from stoker.config import ConfigError
 from stoker.errors import CorruptDataError, DataError
 from stoker.registry import RegistryError

@@ -20,9 +20,9 @@ import pytest
 import tensorflow as tf
 from tensorboard_plugin_profile.convert import raw_to_tool_data
 
+from ingest import runconfig as run_config
 from ingest.datasets import REGISTRY
 from profiles import harness
-from stoker import runconfig as run_config
 from tests.profiles.planted import HeavyShapes, planted
 
 QUICK = "profile.steps=6 profile.reps=3 profile.warmup_steps=2 profile.stage_batches=3"

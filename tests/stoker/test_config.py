@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from ingest import runconfig as run_config
 from stoker import config as cfg
-from stoker import runconfig as run_config
 from stoker.config import ConfigError
 
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from stoker import runconfig as run_config
+from ingest import runconfig as run_config
 from training import controller, models
 
 

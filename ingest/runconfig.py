@@ -1,8 +1,9 @@
 """The config root: one frozen run config composed of every package's options section.
 
-Every entry point (``python -m training|profiles|ingest|benchmarks``) imports it from here,
-the ground floor, without climbing: it imports only the leaf option modules
-(``ingest.options``, ``strategies.options``) and defines the train and profile sections.
+Every entry point (``python -m training|profiles|ingest|benchmarks``) imports it from here
+without climbing: ``ingest`` is the lowest floor with an entry point that sees every options
+section. It imports only the leaf option modules (``ingest.options``, ``strategies.options``,
+the ground floor) and defines the train and profile sections.
 
 Resolution order: dataclass defaults, the YAML preset (``configs/<name>.yaml``, default
 ``configs/default.yaml``), then ``KEY=value`` from the make line: short names (``EPOCHS=3``)
