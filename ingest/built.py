@@ -13,6 +13,28 @@ import tensorflow as tf
 from ingest.integrity import CorruptionReport
 
 
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a training stream stands: ``consumed`` examples of ``epoch`` taken by all workers together.
+
+    With the seed it is all a checkpoint keeps of the input; every worker derives its read plan
+    from it and the topology (``ingest.order``), so a run resumes on any number of workers.
+    """
+
+    epoch: int = 0
+    consumed: int = 0
+    seed: int = 0
+
+    @classmethod
+    def at(cls, examples: int, num_examples: int, seed: int) -> Position:
+        """The position after ``examples`` examples in all (over epochs of ``num_examples``)."""
+        return cls(examples // num_examples, examples % num_examples, seed)
+
+    def examples(self, num_examples: int) -> int:
+        """Examples taken since the start, over every epoch."""
+        return self.epoch * num_examples + self.consumed
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Request:
     """One input pipeline's part of a build call, validated by the facade."""
@@ -25,6 +47,7 @@ class Request:
     repeat: bool
     pipelines: int = 1  # input pipelines in the run (workers x hosts)
     index: int = 0  # this pipeline's index among them
+    position: Position | None = None  # training from this input position (ingest.positioned); None: as before
 
 
 @dataclasses.dataclass(frozen=True)

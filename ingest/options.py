@@ -90,7 +90,8 @@ class PipelineOptions:
     cache: bool | None = None  # cache parsed examples (before shuffle and augmentation)
     cache_path: str = ""  # '' caches in memory, else a file prefix on disk
     cache_budget_mb: int = 8192  # refuse a memory cache larger than this (estimated from the split)
-    shuffle: bool = True  # shuffle training examples (never evaluation)
+    shuffle: bool | Literal["global"] = True  # shuffle training examples: a window of data.shuffle_buffer, or global
+    iterator_checkpoint: bool = False  # checkpoint TensorFlow's iterator state instead of the input position
     prefetch: bool | None = None  # overlap input with compute (host prefetch at the end)
     prefetch_buffer: int | None = None  # batches prefetched (-1 AUTOTUNE)
     device_prefetch: bool = False  # also prefetch onto the accelerator (GPU only)

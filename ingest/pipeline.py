@@ -12,13 +12,14 @@ import dataclasses
 
 import tensorflow as tf
 
-from ingest import stages, tfdata
-from ingest.built import Built, Request
+from ingest import positioned, stages, tfdata
+from ingest.built import Built, Position, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
+from ingest.order import Order
 from stoker.errors import DataError
 
-__all__ = ["Built", "Request", "build"]
+__all__ = ["Built", "Order", "Position", "Request", "build", "training_order"]
 
 
 def build(
@@ -32,6 +33,7 @@ def build(
     seed: int = 0,
     shuffle_buffer: int = 0,
     repeat: bool = True,
+    position: Position | None = None,
 ) -> Built:
     """Build one input pipeline (one worker or host).
 
@@ -45,8 +47,15 @@ def build(
         seed: seeds file order, shuffle and augmentation.
         shuffle_buffer: examples in the shuffle buffer (training only).
         repeat: repeat forever (training) or stop after one pass.
+        position: train from this input position, addressed by position (:func:`training_order`
+            says whether the dataset and options allow it); None builds the stage list as before.
     """
     request = _request(split, input_context, batch_size, training, seed, shuffle_buffer, repeat)
+    if position is not None:
+        reason = positioned.unsupported(dataset, options)
+        if reason or not training:
+            raise DataError(f"an input position needs a tf.data training pipeline; not with {reason or 'evaluation'}")
+        request = dataclasses.replace(request, position=position)
     if options.engine == "dali":
         if options.data_service:
             raise DataError(
@@ -64,6 +73,16 @@ def build(
 
         ds = service.distribute(ds, options, job_name=f"{dataset.name}-{split}")
     return dataclasses.replace(built, dataset=stages.prefetch(ds, options=options))
+
+
+def training_order(
+    dataset: Dataset, split: str, options: PipelineOptions, *, seed: int, shuffle_buffer: int
+) -> tuple[Order | None, str]:
+    """(the training order, '') when ``split`` can be addressed by input position, else (None, why not)."""
+    reason = positioned.unsupported(dataset, options)
+    if reason:
+        return None, reason
+    return positioned.order_for(dataset, split, options, seed=seed, shuffle_buffer=shuffle_buffer), ""
 
 
 def _request(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import psutil
 import tensorflow as tf
 
-from ingest import integrity, stages
+from ingest import integrity, positioned, stages
 from ingest.built import Built, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
@@ -39,7 +39,7 @@ class Plan:
 
     @property
     def shuffles(self) -> bool:
-        return self.request.training and self.options.shuffle
+        return self.request.training and bool(self.options.shuffle)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,15 @@ def run_stages(ds: tf.data.Dataset, plan: Plan, until: str | None = None) -> tf.
 
 
 def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built:
-    """The tf.data pipeline of one input pipeline, up to (not including) service and prefetch."""
+    """The tf.data pipeline of one input pipeline, up to (not including) service and prefetch.
+
+    A request with a position builds the position-addressed training stream (``ingest.positioned``).
+    """
+    if request.position is not None:
+        order = positioned.order_for(
+            dataset, request.split, options, seed=request.seed, shuffle_buffer=request.shuffle_buffer
+        )
+        return positioned.build(dataset, request, options, order)
     if request.training and options.shuffle:
         _check_shuffle_budget(dataset, request.shuffle_buffer)
     pipelines, index = request.pipelines, request.index

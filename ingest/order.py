@@ -1,0 +1,167 @@
+"""The training order as a function of (seed, epoch): which example stands at each position.
+
+Positions are global. Position ``g`` counts examples over epochs: epoch ``g // N``, place
+``g % N`` in it (``N`` examples per epoch). Global batch ``s`` holds positions
+``[s*B, (s+1)*B)``, and input pipeline ``i`` of ``P`` takes the slots ``[i*b, (i+1)*b)`` of every
+global batch (``b = B / P``). So the sequence of global batches depends on the seed alone; the
+topology only says how each batch is split (:class:`Slots`). An input position is therefore
+three numbers, :class:`ingest.built.Position`, not a copy of any buffer.
+
+Examples are numbered canonically: the split's files in sorted order, each file's records in
+file order. :class:`Order` maps (epoch, place) to a canonical index:
+
+- ``none``: canonical order.
+- ``window``: the epoch's files in a permutation keyed by (seed, epoch); the records of that
+  file sequence cut into windows of ``W``, each window permuted by a bijection keyed by
+  (seed, epoch, window). A reader that streams the files in that order needs one window in
+  memory; resuming re-reads at most one shard's records up to the window.
+- ``global``: one permutation of all ``N`` indices keyed by (seed, epoch).
+
+The bijections are ``RandomIndexShuffle`` (``tf.random.experimental.index_shuffle``'s kernel,
+called directly because TF 2.16's wrapper mis-pads batched seeds). Everything here is tf ops on
+int64 tensors, run inside tf.data functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Literal
+
+import numpy as np
+import tensorflow as tf
+
+Mode = Literal["none", "window", "global"]
+_FILES_KEY = -1  # third seed word of the file permutation (windows use their index >= 0)
+_GLOBAL_KEY = -2  # third seed word of the global permutation
+
+
+def _shuffle(index: tf.Tensor, key: tf.Tensor, max_index: tf.Tensor) -> tf.Tensor:
+    """Position of ``index`` in the permutation of [0, max_index] keyed by ``key`` ([3] or [n, 3])."""
+    return tf.raw_ops.RandomIndexShuffle(index=index, seed=key, max_index=max_index)
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    """The epoch order of a split: ``counts`` are records per file in sorted file order."""
+
+    counts: tuple[int, ...]
+    seed: int
+    mode: Mode
+    window: int = 0  # records per window (mode "window")
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "window", "global"):
+            raise ValueError(f"order mode {self.mode!r} is not one of none, window, global")
+        if self.mode == "window" and self.window < 1:
+            raise ValueError("a window order needs window >= 1 (data.shuffle_buffer)")
+        if self.num_examples < 1:
+            raise ValueError("an order needs at least one example")
+
+    @property
+    def num_examples(self) -> int:
+        return int(sum(self.counts))
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Canonical index of each file's first record."""
+        return np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+
+    def identity(self) -> dict[str, object]:
+        """What a resumed run must share with the run that saved the position."""
+        return {
+            "num_examples": self.num_examples,
+            "files": len(self.counts),
+            "seed": self.seed,
+            "shuffle": self.mode,
+            "window": self.window if self.mode == "window" else 0,
+        }
+
+    # ---- in tf.data functions -------------------------------------------------------------
+    def file_permutation(self, epoch: tf.Tensor) -> tf.Tensor:
+        """[files] int64: the file read in each slot of ``epoch``'s stream (window mode)."""
+        n = len(self.counts)
+        slots = tf.range(n, dtype=tf.int64)
+        if self.mode != "window" or n == 1:
+            return slots
+        key = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64), tf.constant(_FILES_KEY, tf.int64)])
+        return _shuffle(slots, key, tf.constant(n - 1, tf.int64))
+
+    def stream_starts(self, perm: tf.Tensor) -> tf.Tensor:
+        """[files] int64: stream position of the first record of each slot of ``perm``."""
+        counts = tf.gather(tf.constant(self.counts, tf.int64), perm)
+        return tf.cumsum(counts, exclusive=True)
+
+    def in_window(self, place: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+        """Stream position (in the epoch's file sequence) of the example output at ``place`` [n]."""
+        w = tf.constant(self.window, tf.int64)
+        n = tf.constant(self.num_examples, tf.int64)
+        window = place // w
+        base = window * w
+        size = tf.minimum(w, n - base)
+        key = tf.stack(
+            [tf.fill(tf.shape(place), tf.constant(self.seed, tf.int64)), tf.fill(tf.shape(place), epoch), window],
+            axis=1,
+        )
+        return base + _shuffle(place - base, key, size - 1)
+
+    def canonical(self, place: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+        """Canonical example index at ``place`` ([n] int64, each in [0, N)) of ``epoch`` (scalar)."""
+        epoch = tf.cast(epoch, tf.int64)
+        if self.mode == "none":
+            return place
+        if self.mode == "global":
+            key = tf.stack([tf.constant(self.seed, tf.int64), epoch, tf.constant(_GLOBAL_KEY, tf.int64)])
+            return _shuffle(place, key, tf.constant(self.num_examples - 1, tf.int64))
+        stream = self.in_window(place, epoch)
+        perm = self.file_permutation(epoch)
+        starts = self.stream_starts(perm)
+        slot = tf.searchsorted(starts, stream, side="right") - 1
+        return tf.gather(tf.constant(self.starts), tf.gather(perm, slot)) + stream - tf.gather(starts, slot)
+
+    # ---- on the host (tests, checks) ------------------------------------------------------
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """The whole of ``epoch``'s canonical indices, in order (host, for tests and figures)."""
+        place = tf.range(self.num_examples, dtype=tf.int64)
+        return self.canonical(place, tf.constant(epoch, tf.int64)).numpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+    """Which global positions input pipeline ``index`` of ``pipelines`` reads, from ``start`` on."""
+
+    global_batch: int
+    pipelines: int = 1
+    index: int = 0
+    start: int = 0  # global position of the first example still to read
+
+    @property
+    def local(self) -> int:
+        return self.global_batch // self.pipelines
+
+    def position(self, j: tf.Tensor) -> tf.Tensor:
+        """Global position of this pipeline's ``j``-th example (int64 tensor of any shape)."""
+        b, big = self.local, self.global_batch
+        return self.start + (j // b) * big + self.index * b + j % b
+
+    def count_below(self, relative: int) -> int:
+        """This pipeline's examples at positions in ``[start, start + relative)`` (host ints)."""
+        relative = max(0, relative)
+        b, big = self.local, self.global_batch
+        return (relative // big) * b + min(max(relative % big - self.index * b, 0), b)
+
+    def epochs(self, num_examples: int) -> itertools.count:
+        """The epoch ``start`` falls in, and every later one."""
+        return itertools.count(self.start // num_examples)
+
+    def range_in_epoch(self, epoch: tf.Tensor, num_examples: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """[lo, hi) of ``j`` whose positions fall in ``epoch`` (tf int64 scalars, for flat_map)."""
+        n = tf.constant(num_examples, tf.int64)
+        epoch = tf.cast(epoch, tf.int64)
+        return self._count(epoch * n - self.start), self._count((epoch + 1) * n - self.start)
+
+    def _count(self, relative: tf.Tensor) -> tf.Tensor:
+        relative = tf.maximum(relative, 0)
+        b, big = tf.constant(self.local, tf.int64), tf.constant(self.global_batch, tf.int64)
+        index = tf.constant(self.index, tf.int64)
+        return (relative // big) * b + tf.clip_by_value(relative % big - index * b, 0, b)

@@ -1,0 +1,253 @@
+"""Training pipelines addressed by input position: what the tf.data engine builds from a Position.
+
+The stream of one input pipeline is a function of (seed, position, topology) alone
+(``ingest.order``), so a checkpoint keeps three numbers instead of TensorFlow's iterator state,
+and a run resumes on any number of workers. Three readers give the same sequence:
+
+- ``decoded``: the split parsed once into memory in canonical order (when the parsed split
+  fits ``pipeline.cache_budget_mb``; today's memory cache), then gathered by index per batch.
+- ``encoded``: the split's serialized records in memory, gathered by index and parsed per
+  batch (``pipeline.shuffle=global`` when the parsed split does not fit).
+- ``stream``: the epoch's files read in the order's file permutation, cut into windows of
+  ``W`` records permuted in memory, this pipeline's slots kept before parsing. One window of
+  serialized records is in memory; resuming skips records of at most one file.
+
+After the reader come the same stages as the stage list: augment (keyed by the global position,
+so every topology draws the same randomness), preprocess, batch and options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from ingest import stages
+from ingest.built import Built, Position, Request
+from ingest.dataset import Dataset
+from ingest.options import PipelineOptions
+from ingest.order import Order, Slots
+from stoker.errors import DataError
+
+log = logging.getLogger(__name__)
+_BIG_BLOCK = 1 << 40  # interleave block length that takes whole files: concatenation order
+
+
+def unsupported(dataset: Dataset, options: PipelineOptions) -> str:
+    """Why this dataset and options cannot be addressed by position ('' when they can)."""
+    if options.iterator_checkpoint:
+        return "pipeline.iterator_checkpoint=true"
+    if options.engine != "tfdata":
+        return f"pipeline.engine={options.engine} (DALI keeps its own reader state)"
+    if options.data_service:
+        return "DATA_SERVICE= (the service's workers hold the read state)"
+    if options.skip_corrupt:
+        return "pipeline.skip_corrupt=true (skipped records would move every later position)"
+    if options.cache_path:
+        return "pipeline.cache_path (a disk cache is read in order only)"
+    return ""
+
+
+def mode_of(options: PipelineOptions, shuffle_buffer: int) -> str:
+    """The order's mode for a training request under these options."""
+    if options.shuffle == "global":
+        return "global"
+    return "window" if options.shuffle and shuffle_buffer > 1 else "none"
+
+
+def order_for(dataset: Dataset, split: str, options: PipelineOptions, *, seed: int, shuffle_buffer: int) -> Order:
+    """The training order of ``split``: record counts per file from ``dataset_info.json`` (else counted)."""
+    mode = mode_of(options, shuffle_buffer)
+    if dataset.in_memory(split) is not None:
+        n = dataset.num_examples(split)
+        if not n:
+            raise DataError(f"dataset {dataset.name!r} does not say how many examples {split!r} has (num_examples)")
+        counts: tuple[int, ...] = (n,)
+    else:
+        counts = tuple(_count(dataset, path) for path in dataset.files(split))
+    if not sum(counts):
+        raise DataError(f"split {split!r} of dataset {dataset.name!r} has no examples; re-run make prepare")
+    return Order(counts, seed, mode, shuffle_buffer if mode == "window" else 0)
+
+
+def _count(dataset: Dataset, path: str) -> int:
+    known = dataset.expected_records(path)
+    if known is not None:
+        return known
+    log.info("%s: no record count in dataset_info.json; counting its records", path)
+    return int(dataset.read(path).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def reader_kind(dataset: Dataset, split: str, options: PipelineOptions, order: Order) -> str:
+    """decoded, encoded or stream (see the module docstring)."""
+    parsed_mb = order.num_examples * dataset.example_bytes() / 2**20
+    if options.cache and parsed_mb <= options.cache_budget_mb:
+        return "decoded"
+    if order.mode != "global":
+        return "stream"
+    if dataset.in_memory(split) is not None:
+        return "encoded"
+    files = dataset.files(split)
+    encoded_mb = sum(_file_bytes(dataset, f) for f in files) / 2**20
+    if encoded_mb > options.cache_budget_mb:
+        raise DataError(
+            f"pipeline.shuffle=global on {dataset.name}/{split} holds its {encoded_mb:.0f} MiB of records in memory, "
+            f"more than pipeline.cache_budget_mb={options.cache_budget_mb}; raise the budget or use "
+            "pipeline.shuffle=true (a window of data.shuffle_buffer records)"
+        )
+    return "encoded"
+
+
+def _file_bytes(dataset: Dataset, path: str) -> int:
+    import os
+
+    return os.path.getsize(path)
+
+
+def build(dataset: Dataset, request: Request, options: PipelineOptions, order: Order) -> Built:
+    """This input pipeline's training batches from ``request.position`` on, forever."""
+    position = request.position or Position()
+    n = order.num_examples
+    if position.consumed >= n or position.consumed < 0 or position.epoch < 0:
+        raise DataError(f"input position {position} is outside an epoch of {n} examples")
+    slots = Slots(
+        global_batch=request.batch_size * request.pipelines,
+        pipelines=request.pipelines,
+        index=request.index,
+        start=position.epoch * n + position.consumed,
+    )
+    kind = reader_kind(dataset, request.split, options, order)
+    files = () if dataset.in_memory(request.split) is not None else tuple(dataset.files(request.split))
+    if kind == "stream":
+        ds = _stream(dataset, files, options, order, slots)
+    else:
+        table = _table(dataset, request.split, files, options, order, parse=kind == "decoded")
+        ds = _gathered(dataset, table, options, order, slots, parse=kind == "encoded")
+    if request.training and dataset.has_augment:
+        seed = request.seed
+        calls = stages._calls(options.map_parallelism)
+        ds = ds.map(
+            lambda g, ex: (g, dataset.augment(ex, tf.stack([tf.constant(seed, tf.int64), g]))),
+            num_parallel_calls=calls,
+            deterministic=True if calls else None,
+        )
+    ds = ds.map(lambda g, ex: ex)
+    ds = stages.per_example(ds, dataset.preprocess, options=dataclasses.replace(options, deterministic=True))
+    ds = stages.batch(ds, size=request.batch_size, drop_remainder=True)
+    ds = stages.with_options(ds, options=dataclasses.replace(options, deterministic=True))
+    shard_by = "positions" if request.pipelines > 1 else "none"
+    return Built(ds, files, shard_by, request.batch_size, kind == "decoded", engine=f"tfdata/{kind}")
+
+
+def _canonical_records(dataset: Dataset, split: str, files: tuple[str, ...], options: PipelineOptions):
+    """Every record of ``split`` in canonical order (sorted files, then file order), read in parallel."""
+    memory = dataset.in_memory(split)
+    if memory is not None:
+        return memory
+    calls = stages._calls(options.read_parallelism) if options.interleave else None
+    return tf.data.Dataset.from_tensor_slices(list(files)).interleave(
+        dataset.read,
+        cycle_length=options.cycle_length,
+        block_length=_BIG_BLOCK,
+        num_parallel_calls=calls,
+        deterministic=True if calls else None,
+    )
+
+
+def _table(dataset, split, files, options, order: Order, *, parse: bool):
+    """The split in memory, canonical order: parsed examples, or serialized records."""
+    records = _canonical_records(dataset, split, files, options)
+    if parse:
+        records = stages.parse(records, dataset.parse, options=options, ordered=True)
+    table = records.batch(order.num_examples + 1).get_single_element()
+    got = int(tf.shape(tf.nest.flatten(table)[0])[0])
+    if got != order.num_examples:
+        raise DataError(
+            f"{dataset.name}/{split} holds {got} examples but its record counts say {order.num_examples}; "
+            f"re-run `make prepare DATASET={dataset.name}`"
+        )
+    return table
+
+
+def _positions(order: Order, slots: Slots, epoch: tf.Tensor, batch: int) -> tf.data.Dataset:
+    """Batches of (global position, place in epoch) this pipeline reads in ``epoch``."""
+    lo, hi = slots.range_in_epoch(epoch, order.num_examples)
+    g = tf.data.Dataset.range(lo, hi).map(slots.position)
+    base = epoch * order.num_examples
+    return g.batch(batch).map(lambda g: (g, g - base))
+
+
+def _gathered(dataset, table, options, order: Order, slots: Slots, *, parse: bool) -> tf.data.Dataset:
+    """(position, example) pairs gathered from the in-memory table by the order, epoch after epoch."""
+    calls = stages._calls(options.map_parallelism)
+    start_epoch = slots.start // order.num_examples
+
+    def epoch_batches(epoch):
+        def take(g, place):
+            rows = tf.nest.map_structure(lambda t: tf.gather(t, order.canonical(place, epoch)), table)
+            return g, dataset.parse(rows) if parse else rows
+
+        return _positions(order, slots, epoch, options.parse_batch).map(
+            take, num_parallel_calls=calls, deterministic=True if calls else None
+        )
+
+    return tf.data.Dataset.range(start_epoch, 1 << 62).flat_map(epoch_batches).unbatch()
+
+
+def _stream(dataset, files, options, order: Order, slots: Slots) -> tf.data.Dataset:
+    """(position, example) pairs read from files in the order's sequence, one window at a time."""
+    if not files:
+        raise DataError(f"dataset {dataset.name!r} makes its records in memory: stream them from a table instead")
+    n, w = order.num_examples, order.window or order.num_examples
+    if order.mode == "global":
+        raise DataError("pipeline.shuffle=global reads by index from memory; it cannot stream")
+    names = tf.constant(list(files))
+    start_epoch = slots.start // n
+    calls = stages._calls(options.read_parallelism) if options.interleave else None
+    b, big = slots.local, slots.global_batch
+
+    def epoch_records(epoch):
+        lo, hi = slots.range_in_epoch(epoch, n)
+        first = slots.position(lo) - epoch * n  # place in the epoch of this pipeline's first example
+        window0 = tf.minimum(first, n - 1) // w
+        perm = order.file_permutation(epoch)
+        starts = order.stream_starts(perm)
+        from_place = window0 * w
+        slot0 = tf.searchsorted(starts, tf.reshape(from_place, [1]), side="right")[0] - 1
+        skips = tf.concat([[from_place - starts[slot0]], tf.zeros_like(perm[slot0 + 1 :])], 0)
+        paths = tf.gather(names, perm[slot0:])
+        records = tf.data.Dataset.from_tensor_slices((paths, skips)).interleave(
+            lambda path, skip: dataset.read(path).skip(skip),
+            cycle_length=options.cycle_length,
+            block_length=_BIG_BLOCK,
+            num_parallel_calls=calls,
+            deterministic=True if calls else None,
+        )
+        windows = records.batch(w).enumerate(start=window0)
+
+        def shuffled(window, recs):
+            size = tf.shape(tf.nest.flatten(recs)[0], out_type=tf.int64)[0]
+            base = window * w
+            places = base + tf.range(size, dtype=tf.int64)
+            if order.mode == "window":
+                perm_in = order.in_window(places, tf.cast(epoch, tf.int64)) - base
+                recs = tf.nest.map_structure(lambda t: tf.gather(t, perm_in), recs)
+            return places + epoch * n, recs
+
+        mine = windows.map(shuffled).unbatch()
+
+        def keep(g, rec):
+            rel = g - slots.start
+            return tf.logical_and(rel >= 0, tf.logical_and(rel % big >= slots.index * b, rel % big < (slots.index + 1) * b))
+
+        return mine.filter(keep).take(hi - lo)
+
+    parse_calls = stages._calls(options.map_parallelism)
+    records = tf.data.Dataset.range(start_epoch, 1 << 62).flat_map(epoch_records)
+    return (
+        records.batch(options.parse_batch)
+        .map(lambda g, r: (g, dataset.parse(r)), num_parallel_calls=parse_calls, deterministic=True if parse_calls else None)
+        .unbatch()
+    )
