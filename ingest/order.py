@@ -25,7 +25,6 @@ int64 tensors, run inside tf.data functions.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Literal
 
 import numpy as np
@@ -149,10 +148,6 @@ class Slots:
         relative = max(0, relative)
         b, big = self.local, self.global_batch
         return (relative // big) * b + min(max(relative % big - self.index * b, 0), b)
-
-    def epochs(self, num_examples: int) -> itertools.count:
-        """The epoch ``start`` falls in, and every later one."""
-        return itertools.count(self.start // num_examples)
 
     def range_in_epoch(self, epoch: tf.Tensor, num_examples: int) -> tuple[tf.Tensor, tf.Tensor]:
         """[lo, hi) of ``j`` whose positions fall in ``epoch`` (tf int64 scalars, for flat_map)."""

@@ -33,6 +33,7 @@ from stoker.errors import DataError
 
 log = logging.getLogger(__name__)
 _BIG_BLOCK = 1 << 40  # interleave block length that takes whole files: concatenation order
+_CHUNK = 1024  # records read per step when the order does not permute (mode none)
 
 
 def unsupported(dataset: Dataset, options: PipelineOptions) -> str:
@@ -200,7 +201,8 @@ def _stream(dataset, files, options, order: Order, slots: Slots) -> tf.data.Data
     """(position, example) pairs read from files in the order's sequence, one window at a time."""
     if not files:
         raise DataError(f"dataset {dataset.name!r} makes its records in memory: stream them from a table instead")
-    n, w = order.num_examples, order.window or order.num_examples
+    n = order.num_examples
+    w = order.window if order.mode == "window" else _CHUNK  # windows only permute in window mode
     if order.mode == "global":
         raise DataError("pipeline.shuffle=global reads by index from memory; it cannot stream")
     names = tf.constant(list(files))

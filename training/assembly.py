@@ -29,23 +29,28 @@ class Assembled:
     """What a run is made of, built in the backend's scope."""
 
     dataset: Dataset
-    built: pipeline.Built
+    built: pipeline.Built | None  # None when assembled with_pipeline=False (built after a restore)
     model: keras.Model
     optimizer: Any
     trainer: Trainer
 
 
-def assemble(config: RunConfig, backend: Backend) -> Assembled:
+def assemble(config: RunConfig, backend: Backend, *, with_pipeline: bool = True) -> Assembled:
     """Dataset (prepared by the chief when missing), precision and seeds, this worker's training
-    pipeline (its batch checked against the topology and the backend), model, optimizer, trainer."""
+    pipeline (its batch checked against the topology and the backend), model, optimizer, trainer.
+
+    ``with_pipeline=False`` leaves the pipeline to :func:`train_pipeline`, called once the
+    checkpoint's input position is known (the controller restores first, then builds)."""
     dataset = datasets.get(config.data)
     if backend.is_chief:
         ensure_prepared(dataset, config)
     setup_precision_and_seeds(config, config.strategy.name)
     topo = backend.topology
     topo.local_batch(config.train.batch_size)  # checks divisibility with a clear message
-    built = train_pipeline(config, dataset, backend)
-    backend.check_input(built.dataset)
+    built = None
+    if with_pipeline:
+        built = train_pipeline(config, dataset, backend)
+        backend.check_input(built.dataset)
     model, optimizer = build_model(config, dataset, backend, topo.replicas)
     trainer = Trainer(backend, model, optimizer, global_batch=config.train.batch_size)
     return Assembled(dataset, built, model, optimizer, trainer)
@@ -100,8 +105,27 @@ def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replic
     return model, opt
 
 
-def train_pipeline(config: RunConfig, dataset: Dataset, backend: Backend) -> pipeline.Built:
-    """Host: this worker's training input pipeline, as the run config describes it."""
+def training_order(config: RunConfig, dataset: Dataset) -> tuple[pipeline.Order | None, str]:
+    """The run's training order when its input can be addressed by position, else (None, why not)."""
+    return pipeline.training_order(
+        dataset,
+        config.data.train_split,
+        config.pipeline,
+        seed=config.data.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+    )
+
+
+def train_pipeline(
+    config: RunConfig, dataset: Dataset, backend: Backend, position: pipeline.Position | None = None
+) -> pipeline.Built:
+    """Host: this worker's training input pipeline, as the run config describes it.
+
+    From ``position`` (the start when None) when the input can be addressed by position;
+    otherwise the stage list whose iterator state a checkpoint keeps."""
+    order, _ = training_order(config, dataset)
+    if order is not None and position is None:
+        position = pipeline.Position(seed=config.data.seed)
     return pipeline.build(
         dataset,
         config.data.train_split,
@@ -111,4 +135,5 @@ def train_pipeline(config: RunConfig, dataset: Dataset, backend: Backend) -> pip
         training=True,
         seed=config.data.seed,
         shuffle_buffer=config.data.shuffle_buffer,
+        position=position if order is not None else None,
     )

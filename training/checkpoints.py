@@ -1,17 +1,22 @@
 """Checkpoint policy: where each worker keeps its checkpoints, and which step a run resumes from.
 
-Every worker saves the same steps; a kill can land between two workers' saves, so a resumed
-run restores the newest step all of them have (a collective when there are several workers).
+The input is saved as a position (:class:`InputState`): every worker restores the chief's newest
+checkpoint (:func:`restore_shared`), on any worker count. With ``pipeline.iterator_checkpoint``
+each worker's checkpoint holds its own iterator; a kill can land between two workers' saves, so
+a resumed run restores the newest step all of them have (:func:`restore`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from ingest.built import Position
+from ingest.order import Order
 from ingest.runconfig import RunConfig
 from stoker.errors import StokerError
 from strategies.backend import Backend
@@ -62,3 +67,69 @@ def restore(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager, back
     path = next(p for p in manager.checkpoints if p.endswith(f"-{step}"))
     ckpt.restore(path).assert_existing_objects_matched()
     log.info("resumed from %s at step %d", path, int(ckpt.step))
+
+
+def chief_dir(config: RunConfig) -> Path:
+    """The chief's checkpoint folder: what every worker restores from when the input is a position."""
+    return config.run_dir / "checkpoints"
+
+
+class InputState:
+    """The input part of a checkpoint: the position (epoch, consumed, seed) and what it counts.
+
+    Two small variables (three int64 and a short JSON string) replace TensorFlow's iterator
+    state, whose size grows with the shuffle and prefetch buffers.
+    """
+
+    def __init__(self, order: Order, dataset: str) -> None:
+        self.order, self.dataset = order, dataset
+        self._identity = json.dumps({"dataset": dataset, **order.identity()}, sort_keys=True)
+        self.position = tf.Variable([0, 0, order.seed], dtype=tf.int64, trainable=False, name="input_position")
+        self.identity = tf.Variable(self._identity, dtype=tf.string, trainable=False, name="input_identity")
+
+    def trackables(self) -> dict[str, tf.Variable]:
+        return {"input_position": self.position, "input_identity": self.identity}
+
+    def set(self, examples: int) -> None:
+        """Host: record that ``examples`` examples were taken since the start (all workers, all epochs)."""
+        p = Position.at(examples, self.order.num_examples, self.order.seed)
+        self.position.assign([p.epoch, p.consumed, p.seed])
+
+    def restored(self) -> Position:
+        """Host, after a restore: the saved position, checked against this run's data and order."""
+        saved = json.loads(self.identity.numpy().decode())
+        mine = json.loads(self._identity)
+        differs = [f"{k}: checkpoint {saved.get(k)!r}, this run {mine.get(k)!r}" for k in mine if saved.get(k) != mine[k]]
+        if differs:
+            raise StokerError(
+                "the checkpoint's input position belongs to other data or another order ("
+                + "; ".join(differs)
+                + "): resume with the same dataset, split size, data.seed and pipeline.shuffle, "
+                "or start a new RUN="
+            )
+        epoch, consumed, seed = (int(v) for v in self.position.numpy())
+        return Position(epoch, consumed, seed)
+
+    def nbytes(self) -> int:
+        """Bytes of input state in a checkpoint (the two variables' values)."""
+        return 3 * 8 + len(self._identity.encode())
+
+
+def restore_shared(ckpt: tf.train.Checkpoint, chief: Path, backend: Backend) -> int | None:
+    """Host, every worker: restore the chief's newest checkpoint (a collective when there are several).
+
+    With the input saved as a position, every checkpoint of the chief holds all a worker needs,
+    whatever the worker count of the run that wrote it; workers' own folders are not read.
+    """
+    state = tf.train.get_checkpoint_state(str(chief))
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    steps = sorted(int(p.rsplit("-", 1)[1]) for p in paths)
+    newest = steps[-1] if steps else -1
+    if backend.topology.workers > 1:
+        newest = int(backend.gather_ints(np.array([newest], np.int64))[0, 0])  # the chief's answer for all
+    if newest < 0:
+        return None
+    path = str(chief / f"ckpt-{newest}")
+    ckpt.restore(path).assert_existing_objects_matched()
+    log.info("resumed from %s at step %d", path, int(ckpt.step))
+    return newest

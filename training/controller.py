@@ -1,9 +1,12 @@
 """The outer loop: build everything from the run config, train, checkpoint, evaluate, report.
 
 Runs on the host of every worker. Only the chief writes summaries, ``metrics.json`` and the
-main checkpoint folder; every other worker keeps its own checkpoint in ``worker_<i>/``
-because that checkpoint holds its input iterator's position. Running the same command again
-restores the newest checkpoint and continues mid-epoch.
+main checkpoint folder; every other worker saves into ``worker_<i>/`` (the collective save
+needs every worker). A checkpoint holds model, optimizer, step and the input position
+(``training.checkpoints.InputState``); the pipeline is built after the restore, from that
+position, so running the same command again, on any worker count, continues mid-epoch with
+each example of the epoch once. ``pipeline.iterator_checkpoint=true`` (and pipelines that
+cannot be addressed by position) keep TensorFlow's iterator in each worker's checkpoint instead.
 """
 
 from __future__ import annotations
@@ -56,22 +59,40 @@ def run(config: RunConfig) -> dict[str, Any]:
 def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     t = config.train
     topo = backend.topology
-    run = assembly.assemble(config, backend)
-    dataset, built, model, optimizer, trainer = run.dataset, run.built, run.model, run.optimizer, run.trainer
-    iterator = iter(built.dataset)
+    run = assembly.assemble(config, backend, with_pipeline=False)
+    dataset = run.dataset
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, iterator=iterator)
+    objects: dict[str, Any] = {"model": run.model, "optimizer": run.optimizer, "step": step}
+    order, why = assembly.training_order(config, dataset)
+    state = checkpoints.InputState(order, dataset.name) if order is not None else None
+    if state is None:
+        log.info("input state: TensorFlow's iterator (%s): a resume needs the same topology", why)
+        built = assembly.train_pipeline(config, dataset, backend)
+        objects["iterator"] = iterator = iter(built.dataset)
+    else:
+        objects.update(state.trackables())
+    ckpt = tf.train.Checkpoint(**objects)
     manager = tf.train.CheckpointManager(
         ckpt, str(checkpoints.checkpoint_dir(config, backend)), max_to_keep=t.keep_checkpoints
     )
-    checkpoints.restore(ckpt, manager, backend, t.keep_checkpoints)
+    examples = 0
+    if state is None:
+        checkpoints.restore(ckpt, manager, backend, t.keep_checkpoints)
+    else:
+        restored = checkpoints.restore_shared(ckpt, checkpoints.chief_dir(config), backend)
+        position = state.restored() if restored is not None else pipeline.Position(seed=config.data.seed)
+        examples = position.examples(order.num_examples)
+        built = assembly.train_pipeline(config, dataset, backend, position)
+        iterator = iter(built.dataset)
+    backend.check_input(built.dataset)
     n_train = dataset.num_examples(config.data.train_split)
     steps_per_epoch = max(1, (n_train or t.batch_size * 100) // t.batch_size)
     total = t.steps or t.epochs * steps_per_epoch
     if backend.is_chief:
         config.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config.run_dir / "config.json", config.to_json())
-    loop = _Loop(config, backend, dataset, trainer, iterator, built, step, manager, steps_per_epoch, total)
+    loop = _Loop(config, backend, dataset, run.trainer, iterator, built, step, manager, steps_per_epoch, total)
+    loop.input_state, loop.examples = state, examples
     metrics = loop.train()
     if topo.workers > 1:
         backend.gather_ints(np.zeros(1, np.int64))  # barrier: peers leave together, no heartbeat errors
@@ -91,6 +112,18 @@ class _Loop:
         self.ids = actions.IdRecorder(config.run_dir, backend.topology.worker_index, config.train.record_ids)
         self.evals: list[dict[str, Any]] = []
         self.losses: list[float] = []  # this run's per-step losses (repeatability checks)
+        self.input_state: checkpoints.InputState | None = None  # None: the iterator is checkpointed
+        self.examples = 0  # examples taken by all workers since the start of training (the position)
+        self.saves: list[float] = []  # seconds per checkpoint save
+        self.eval_s = 0.0  # seconds spent evaluating inside the loop (left out of examples_per_sec)
+
+    def save(self, s: int) -> None:
+        """Host, every worker: checkpoint model, optimizer, step and the input position (timed)."""
+        laps = timing.Laps()
+        if self.input_state is not None:
+            self.input_state.set(self.examples)
+        self.manager.save(checkpoint_number=s)
+        self.saves.append(laps.lap())
 
     def next_batch(self) -> dict[str, tf.Tensor]:
         try:
@@ -105,6 +138,7 @@ class _Loop:
         loss = float("nan")
         fk, lk = self.dataset.feature_key, self.dataset.label_key
         first = True
+        first_done: timing.Laps | None = None
         while int(self.step) < self.total:
             laps = timing.Laps()
             batch = self.next_batch()
@@ -120,6 +154,7 @@ class _Loop:
             self.times.wait.append(wait)
             self.times.compute.append(compute)
             self.losses.append(loss)
+            self.examples += t.batch_size
             self.step.assign_add(1)
             s = int(self.step)
             self.ids.record(s, batch)
@@ -130,18 +165,23 @@ class _Loop:
             if s % t.log_every == 0 or s == self.total:
                 self._log(s, window)
                 window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0}
+            if first_done is None:
+                first_done = timing.Laps()  # examples_per_sec: wall time after the first step
             if t.checkpoint_every and s % t.checkpoint_every == 0:
-                self.manager.save(checkpoint_number=s)
+                self.save(s)
             if s % self.steps_per_epoch == 0 and t.eval_every_epoch and s < self.total:
+                eval_laps = timing.Laps()
                 self._evaluate(s)
+                self.eval_s += eval_laps.lap()
             if self.preemption.requested():
-                self.manager.save(checkpoint_number=s)
+                self.save(s)
                 log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
                 raise Preempted(s)
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
-            self.manager.save(checkpoint_number=int(self.step))
+            self.save(int(self.step))
+        wall = first_done.lap() - self.eval_s if first_done is not None else 0.0
         final_eval = self._evaluate(int(self.step))
-        return self._report(loss, start_step, final_eval)
+        return self._report(loss, start_step, final_eval, wall)
 
     def _log(self, s: int, w: dict[str, Any]) -> None:
         elapsed = w["t"].lap()
@@ -197,9 +237,16 @@ class _Loop:
             self.summaries.scalars(s, {"eval/loss": result["loss"], "eval/accuracy": result["accuracy"]})
         return result
 
-    def _report(self, loss: float, start_step: int, final_eval: dict[str, Any]) -> dict[str, Any]:
+    def _position(self) -> dict[str, int] | None:
+        if self.input_state is None:
+            return None
+        p = pipeline.Position.at(self.examples, self.input_state.order.num_examples, self.input_state.order.seed)
+        return {"epoch": p.epoch, "consumed": p.consumed, "seed": p.seed}
+
+    def _report(self, loss: float, start_step: int, final_eval: dict[str, Any], wall: float) -> dict[str, Any]:
         steps_run = len(self.times.compute)
         steady = sum(self.times.wait[1:]) + sum(self.times.compute[1:])
+        batch = self.config.train.batch_size
         metrics = {
             "dataset": self.dataset.name,
             "strategy": self.config.strategy.name,
@@ -212,7 +259,15 @@ class _Loop:
             "loss_per_step": self.losses,
             "eval": final_eval,
             "evals": self.evals,
-            "examples_per_sec": (steps_run - 1) * self.config.train.batch_size / steady if steady else None,
+            # Wall time after the first step, checkpoint saves included (evaluation left out).
+            "examples_per_sec": (steps_run - 1) * batch / wall if wall > 0 and steps_run > 1 else None,
+            "examples_per_sec_steps_only": (steps_run - 1) * batch / steady if steady else None,
+            "checkpoint_saves": len(self.saves),
+            "checkpoint_save_s_median": float(np.median(self.saves)) if self.saves else None,
+            "checkpoint_save_s_total": float(sum(self.saves)),
+            "input_state": "position" if self.input_state is not None else "iterator",
+            "input_state_bytes": self.input_state.nbytes() if self.input_state is not None else None,
+            "input_position": self._position(),
             "input_wait_fraction": self.times.fraction(),
             "input_wait_per_step": [
                 round(w / (w + c), 4) if w + c else 0.0
