@@ -16,11 +16,12 @@ from benchmarks.readme import renders
 from benchmarks.runner import SUITES
 
 RESULTS = Path("benchmarks/results")
-RATIOS = ("x_naive", "stoker_over_this", "vs_optimized", "x_optimized_per_example")  # compared with A/A noise
+RATIOS = ("x_naive", "stoker_over_this", "vs_optimized", "x_optimized_per_example", "vs_buffer_shuffle")  # compared with A/A noise
 # Extra columns, in this order, shown when any row of a group has them: (key, header, format).
 COLUMNS = (
     ("x_naive", "x naive", "{:.2f}"),
     ("vs_optimized", "vs optimized", "{:.2f}"),
+    ("vs_buffer_shuffle", "vs buffer shuffle", "{:.2f}"),
     ("x_optimized_per_example", "x optimized per-example", "{:.2f}"),
     ("of_bound", "of decode bound", "{:.0%}"),
     ("stoker_over_this", "stoker / this", "{:.2f}"),
@@ -40,6 +41,9 @@ TITLES = {
     "clicks": "clicks (Parquet, tabular)",
     "artificial": "tf.data guide's ArtificialDataset (seconds per benchmark() call, lower is better)",
     "loaders": "Loaders (same JPEGs, same batches: float32 images, int64 labels)",
+    "order": "Training order: buffer shuffle with iterator state vs addressed by input position",
+    "shuffle quality": "Shuffle quality of the first epoch (uniform: tau 0, same-shard share 1 / shards)",
+    "checkpoint": "Checkpoint of the default model and Adam: what the input state adds",
 }
 SAME = " ~"  # marks a ratio within the group's A/A spread
 
@@ -74,6 +78,8 @@ def _cell(r: dict[str, Any], key: str, fmt: str | None, noise: float | None) -> 
 
 def group_table(rows: list[dict[str, Any]], noise: float | None = None) -> str:
     """A markdown table of one group's rows: median (min-max), ratios, time to first batch."""
+    if "median" not in rows[0]:
+        return plain_table(rows)
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     units = {r["unit"] for r in rows}
     unit = "time" if "seconds" in rows[0] else rows[0]["unit"] if len(units) == 1 else "rate"
@@ -84,6 +90,23 @@ def group_table(rows: list[dict[str, Any]], noise: float | None = None) -> str:
         cells = [name, _rate(r), *(_cell(r, k, fmt, noise) for k, _, fmt in cols), f"{r['first_s']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plain_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of figures that are not rates (quality, sizes): one column per key, in first-seen order."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("group", "name", "unit")]
+    lines = ["| row | " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["name"], *(_plain(r.get(k, "")) for k in keys)]) + " |")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
 def verdict(t: dict[str, Any]) -> str:

@@ -11,10 +11,12 @@ Examples are numbered canonically: the split's files in sorted order, each file'
 file order. :class:`Order` maps (epoch, place) to a canonical index:
 
 - ``none``: canonical order.
-- ``window``: the epoch's files in a permutation keyed by (seed, epoch); the records of that
-  file sequence cut into windows of ``W``, each window permuted by a bijection keyed by
-  (seed, epoch, window). A reader that streams the files in that order needs one window in
-  memory; resuming re-reads at most one shard's records up to the window.
+- ``window``: the epoch's files in a permutation keyed by (seed, epoch), taken ``C`` at a time
+  (``pipeline.cycle_length``) and read round-robin within each group of ``C`` (as a
+  deterministic interleave of those files reads them); that stream cut into windows of ``W``
+  records, each window permuted by a bijection keyed by (seed, epoch, window). A reader that
+  streams the files that way holds one window of serialized records; resuming skips the
+  records of one group of files before the window, never the epoch so far.
 - ``global``: one permutation of all ``N`` indices keyed by (seed, epoch).
 
 The bijections are ``RandomIndexShuffle`` (``tf.random.experimental.index_shuffle``'s kernel,
@@ -48,12 +50,13 @@ class Order:
     seed: int
     mode: Mode
     window: int = 0  # records per window (mode "window")
+    cycle: int = 1  # files read round-robin together (mode "window")
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "window", "global"):
             raise ValueError(f"order mode {self.mode!r} is not one of none, window, global")
-        if self.mode == "window" and self.window < 1:
-            raise ValueError("a window order needs window >= 1 (data.shuffle_buffer)")
+        if self.mode == "window" and (self.window < 1 or self.cycle < 1):
+            raise ValueError("a window order needs window >= 1 (data.shuffle_buffer) and cycle >= 1")
         if self.num_examples < 1:
             raise ValueError("an order needs at least one example")
 
@@ -74,6 +77,7 @@ class Order:
             "seed": self.seed,
             "shuffle": self.mode,
             "window": self.window if self.mode == "window" else 0,
+            "cycle": self.cycle if self.mode == "window" else 0,
         }
 
     # ---- in tf.data functions -------------------------------------------------------------
@@ -86,10 +90,24 @@ class Order:
         key = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64), tf.constant(_FILES_KEY, tf.int64)])
         return _shuffle(slots, key, tf.constant(n - 1, tf.int64))
 
-    def stream_starts(self, perm: tf.Tensor) -> tf.Tensor:
-        """[files] int64: stream position of the first record of each slot of ``perm``."""
+    def slot_counts(self, perm: tf.Tensor) -> tf.Tensor:
+        """[groups, cycle] int64: records of the file in each slot of each group (0 pads the last)."""
         counts = tf.gather(tf.constant(self.counts, tf.int64), perm)
-        return tf.cumsum(counts, exclusive=True)
+        groups = -(-len(self.counts) // self.cycle)
+        padded = tf.concat([counts, tf.zeros([groups * self.cycle - len(self.counts)], tf.int64)], 0)
+        return tf.reshape(padded, [groups, self.cycle])
+
+    def stream_table(self, epoch: tf.Tensor) -> tf.Tensor:
+        """[N] int64: the canonical index at each position of ``epoch``'s stream (before windows)."""
+        perm = self.file_permutation(epoch)
+        counts = tf.gather(tf.constant(self.counts, tf.int64), perm)
+        n = self.num_examples
+        slot = tf.repeat(tf.range(len(self.counts), dtype=tf.int64), counts)
+        record = tf.range(n, dtype=tf.int64) - tf.repeat(tf.cumsum(counts, exclusive=True), counts)
+        top = max(self.counts)
+        key = (slot // self.cycle) * (top * self.cycle) + record * self.cycle + slot % self.cycle
+        canonical = tf.gather(tf.constant(self.starts), tf.gather(perm, slot)) + record
+        return tf.gather(canonical, tf.argsort(key, stable=True))
 
     def in_window(self, place: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
         """Stream position (in the epoch's file sequence) of the example output at ``place`` [n]."""
@@ -104,25 +122,23 @@ class Order:
         )
         return base + _shuffle(place - base, key, size - 1)
 
-    def canonical(self, place: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
-        """Canonical example index at ``place`` ([n] int64, each in [0, N)) of ``epoch`` (scalar)."""
+    def mapper(self, epoch: tf.Tensor):
+        """``place [n] -> canonical index [n]`` for ``epoch`` (scalar); call once per epoch."""
         epoch = tf.cast(epoch, tf.int64)
         if self.mode == "none":
-            return place
+            return lambda place: place
         if self.mode == "global":
             key = tf.stack([tf.constant(self.seed, tf.int64), epoch, tf.constant(_GLOBAL_KEY, tf.int64)])
-            return _shuffle(place, key, tf.constant(self.num_examples - 1, tf.int64))
-        stream = self.in_window(place, epoch)
-        perm = self.file_permutation(epoch)
-        starts = self.stream_starts(perm)
-        slot = tf.searchsorted(starts, stream, side="right") - 1
-        return tf.gather(tf.constant(self.starts), tf.gather(perm, slot)) + stream - tf.gather(starts, slot)
+            top = tf.constant(self.num_examples - 1, tf.int64)
+            return lambda place: _shuffle(place, key, top)
+        table = self.stream_table(epoch)
+        return lambda place: tf.gather(table, self.in_window(place, epoch))
 
     # ---- on the host (tests, checks) ------------------------------------------------------
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """The whole of ``epoch``'s canonical indices, in order (host, for tests and figures)."""
         place = tf.range(self.num_examples, dtype=tf.int64)
-        return self.canonical(place, tf.constant(epoch, tf.int64)).numpy()
+        return self.mapper(tf.constant(epoch, tf.int64))(place).numpy()
 
 
 @dataclasses.dataclass(frozen=True)

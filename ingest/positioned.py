@@ -8,9 +8,10 @@ and a run resumes on any number of workers. Three readers give the same sequence
   fits ``pipeline.cache_budget_mb``; today's memory cache), then gathered by index per batch.
 - ``encoded``: the split's serialized records in memory, gathered by index and parsed per
   batch (``pipeline.shuffle=global`` when the parsed split does not fit).
-- ``stream``: the epoch's files read in the order's file permutation, cut into windows of
-  ``W`` records permuted in memory, this pipeline's slots kept before parsing. One window of
-  serialized records is in memory; resuming skips records of at most one file.
+- ``stream``: the epoch's files read in the order's file permutation, ``cycle_length`` at a
+  time round-robin, cut into windows of ``W`` records permuted in memory, this pipeline's
+  slots kept before parsing. One window of serialized records is in memory; resuming skips
+  the records of one group of files before the window.
 
 After the reader come the same stages as the stage list: augment (keyed by the global position,
 so every topology draws the same randomness), preprocess, batch and options.
@@ -70,7 +71,8 @@ def order_for(dataset: Dataset, split: str, options: PipelineOptions, *, seed: i
         counts = tuple(_count(dataset, path) for path in dataset.files(split))
     if not sum(counts):
         raise DataError(f"split {split!r} of dataset {dataset.name!r} has no examples; re-run make prepare")
-    return Order(counts, seed, mode, shuffle_buffer if mode == "window" else 0)
+    window = mode == "window"
+    return Order(counts, seed, mode, shuffle_buffer if window else 0, options.cycle_length if window else 1)
 
 
 def _count(dataset: Dataset, path: str) -> int:
@@ -143,7 +145,9 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions, order: O
 
 
 def _canonical_records(dataset: Dataset, split: str, files: tuple[str, ...], options: PipelineOptions):
-    """Every record of ``split`` in canonical order (sorted files, then file order), read in parallel."""
+    """Every record of ``split`` in canonical order (sorted files, then file order), read in parallel.
+
+    ``block_length`` past any file's size makes the parallel interleave a concatenation."""
     memory = dataset.in_memory(split)
     if memory is not None:
         return memory
@@ -186,8 +190,10 @@ def _gathered(dataset, table, options, order: Order, slots: Slots, *, parse: boo
     start_epoch = slots.start // order.num_examples
 
     def epoch_batches(epoch):
+        canonical = order.mapper(epoch)  # once per epoch (window mode: the epoch's stream table)
+
         def take(g, place):
-            rows = tf.nest.map_structure(lambda t: tf.gather(t, order.canonical(place, epoch)), table)
+            rows = tf.nest.map_structure(lambda t: tf.gather(t, canonical(place)), table)
             return g, dataset.parse(rows) if parse else rows
 
         return _positions(order, slots, epoch, options.parse_batch).map(
@@ -201,55 +207,90 @@ def _stream(dataset, files, options, order: Order, slots: Slots) -> tf.data.Data
     """(position, example) pairs read from files in the order's sequence, one window at a time."""
     if not files:
         raise DataError(f"dataset {dataset.name!r} makes its records in memory: stream them from a table instead")
-    n = order.num_examples
-    w = order.window if order.mode == "window" else _CHUNK  # windows only permute in window mode
     if order.mode == "global":
         raise DataError("pipeline.shuffle=global reads by index from memory; it cannot stream")
-    names = tf.constant(list(files))
-    start_epoch = slots.start // n
-    calls = stages._calls(options.read_parallelism) if options.interleave else None
+    n = order.num_examples
+    w = order.window if order.mode == "window" else _CHUNK  # windows only permute in window mode
     b, big = slots.local, slots.global_batch
 
     def epoch_records(epoch):
-        lo, hi = slots.range_in_epoch(epoch, n)
+        lo, _ = slots.range_in_epoch(epoch, n)
         first = slots.position(lo) - epoch * n  # place in the epoch of this pipeline's first example
         window0 = tf.minimum(first, n - 1) // w
-        perm = order.file_permutation(epoch)
-        starts = order.stream_starts(perm)
-        from_place = window0 * w
-        slot0 = tf.searchsorted(starts, tf.reshape(from_place, [1]), side="right")[0] - 1
-        skips = tf.concat([[from_place - starts[slot0]], tf.zeros_like(perm[slot0 + 1 :])], 0)
-        paths = tf.gather(names, perm[slot0:])
-        records = tf.data.Dataset.from_tensor_slices((paths, skips)).interleave(
-            lambda path, skip: dataset.read(path).skip(skip),
-            cycle_length=options.cycle_length,
-            block_length=_BIG_BLOCK,
-            num_parallel_calls=calls,
-            deterministic=True if calls else None,
-        )
-        windows = records.batch(w).enumerate(start=window0)
+        windows = _from(dataset, files, options, order, epoch, window0 * w).batch(w).enumerate(start=window0)
 
         def shuffled(window, recs):
             size = tf.shape(tf.nest.flatten(recs)[0], out_type=tf.int64)[0]
-            base = window * w
-            places = base + tf.range(size, dtype=tf.int64)
+            places = window * w + tf.range(size, dtype=tf.int64)
             if order.mode == "window":
-                perm_in = order.in_window(places, tf.cast(epoch, tf.int64)) - base
-                recs = tf.nest.map_structure(lambda t: tf.gather(t, perm_in), recs)
+                within = order.in_window(places, tf.cast(epoch, tf.int64)) - window * w
+                recs = tf.nest.map_structure(lambda t: tf.gather(t, within), recs)
             return places + epoch * n, recs
 
-        mine = windows.map(shuffled).unbatch()
-
-        def keep(g, rec):
+        def mine(g, rec):
             rel = g - slots.start
-            return tf.logical_and(rel >= 0, tf.logical_and(rel % big >= slots.index * b, rel % big < (slots.index + 1) * b))
+            lane = rel % big
+            return tf.logical_and(rel >= 0, tf.logical_and(lane >= slots.index * b, lane < (slots.index + 1) * b))
 
-        return mine.filter(keep).take(hi - lo)
+        lo, hi = slots.range_in_epoch(epoch, n)
+        return windows.map(shuffled).unbatch().filter(mine).take(hi - lo)
 
-    parse_calls = stages._calls(options.map_parallelism)
-    records = tf.data.Dataset.range(start_epoch, 1 << 62).flat_map(epoch_records)
-    return (
-        records.batch(options.parse_batch)
-        .map(lambda g, r: (g, dataset.parse(r)), num_parallel_calls=parse_calls, deterministic=True if parse_calls else None)
-        .unbatch()
-    )
+    records = tf.data.Dataset.range(slots.start // n, 1 << 62).flat_map(epoch_records)
+    return _parse(records, dataset, options)
+
+
+def _parse(pairs: tf.data.Dataset, dataset: Dataset, options: PipelineOptions) -> tf.data.Dataset:
+    """(position, record) -> (position, example): ``parse_batch`` records per call when vectorized,
+    else one at a time through the same batched function (as :func:`ingest.stages.parse`)."""
+    calls = stages._calls(options.map_parallelism)
+    det = True if calls else None
+    if options.vectorize:
+        parsed = pairs.batch(options.parse_batch).map(lambda g, r: (g, dataset.parse(r)), num_parallel_calls=calls, deterministic=det)
+        return parsed.unbatch()
+
+    def one(g, record):
+        batch = dataset.parse(tf.nest.map_structure(lambda t: t[None], record))
+        return g, tf.nest.map_structure(lambda t: t[0], batch)
+
+    return pairs.map(one, num_parallel_calls=calls, deterministic=det)
+
+
+def _from(dataset, files, options, order: Order, epoch, start) -> tf.data.Dataset:
+    """The records of ``epoch``'s stream from stream position ``start`` on (reads one group's skipped part)."""
+    names = tf.constant(list(files))
+    if order.mode != "window":  # canonical order: the sorted files one after another
+        counts = tf.constant(order.counts, tf.int64)
+        ends = tf.cumsum(counts)
+        first = tf.searchsorted(ends, tf.reshape(start, [1]), side="right", out_type=tf.int64)[0]
+        skips = tf.concat([[start - (ends[first] - counts[first])], tf.zeros_like(counts[first + 1 :])], 0)
+        pairs = tf.data.Dataset.from_tensor_slices((names[first:], skips))
+        return pairs.flat_map(lambda path, skip: dataset.read(path).skip(skip))
+    cycle = order.cycle
+    perm = order.file_permutation(epoch)
+    counts = order.slot_counts(perm)  # [groups, cycle]
+    group_ends = tf.cumsum(tf.reduce_sum(counts, 1))
+    g0 = tf.searchsorted(group_ends, tf.reshape(start, [1]), side="right", out_type=tf.int64)[0]
+    into = start - (group_ends[g0] - tf.reduce_sum(counts[g0]))
+    # Round k of a group takes record k of every file that has one: resume at the round holding
+    # ``into`` (each file skips min(count, k)) and drop the fewer than ``cycle`` records before it.
+    rounds = tf.reduce_sum(tf.minimum(counts[g0][None, :], tf.range(max(order.counts) + 1, dtype=tf.int64)[:, None]), 1)
+    k = tf.searchsorted(rounds, tf.reshape(into, [1]), side="right", out_type=tf.int64)[0] - 1
+    skips0 = tf.minimum(counts[g0], k)
+    padded = tf.concat([tf.gather(names, perm), tf.fill([tf.size(counts) - len(files)], "")], 0)
+    paths = tf.reshape(padded, [-1, cycle])
+    calls = cycle if options.interleave and cycle > 1 else None
+
+    def group(g):
+        skips = tf.where(g == g0, skips0, tf.zeros_like(skips0))
+        files_ = tf.data.Dataset.from_tensor_slices((paths[g], skips, counts[g]))
+        files_ = files_.filter(lambda path, skip, count: count > 0)
+        return files_.interleave(
+            lambda path, skip, count: dataset.read(path).skip(skip),
+            cycle_length=cycle,
+            block_length=1,
+            num_parallel_calls=calls,
+            deterministic=True if calls else None,
+        )
+
+    groups = tf.data.Dataset.range(g0, tf.shape(counts, out_type=tf.int64)[0])
+    return groups.flat_map(group).skip(into - rounds[k])
