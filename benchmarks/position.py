@@ -157,7 +157,9 @@ def _save_times(ckpt: tf.train.Checkpoint, reps: int) -> tuple[float, int]:
             t0 = time.perf_counter()
             path = ckpt.write(os.path.join(tmp, f"c{i}"))
             times.append(time.perf_counter() - t0)
-        size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp) if f.startswith(os.path.basename(path)))
+        size = sum(
+            os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp) if f.startswith(os.path.basename(path))
+        )
     return statistics.median(times), size
 
 

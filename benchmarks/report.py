@@ -16,7 +16,13 @@ from benchmarks.readme import renders
 from benchmarks.runner import SUITES
 
 RESULTS = Path("benchmarks/results")
-RATIOS = ("x_naive", "stoker_over_this", "vs_optimized", "x_optimized_per_example", "vs_buffer_shuffle")  # compared with A/A noise
+RATIOS = (
+    "x_naive",
+    "stoker_over_this",
+    "vs_optimized",
+    "x_optimized_per_example",
+    "vs_buffer_shuffle",
+)  # compared with A/A noise
 # Extra columns, in this order, shown when any row of a group has them: (key, header, format).
 COLUMNS = (
     ("x_naive", "x naive", "{:.2f}"),

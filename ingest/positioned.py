@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
 
-from ingest import stages
+from ingest import integrity, stages
 from ingest.built import Built, Position, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
@@ -93,7 +94,7 @@ def reader_kind(dataset: Dataset, split: str, options: PipelineOptions, order: O
     if dataset.in_memory(split) is not None:
         return "encoded"
     files = dataset.files(split)
-    encoded_mb = sum(_file_bytes(dataset, f) for f in files) / 2**20
+    encoded_mb = sum(os.path.getsize(f) for f in files) / 2**20
     if encoded_mb > options.cache_budget_mb:
         raise DataError(
             f"pipeline.shuffle=global on {dataset.name}/{split} holds its {encoded_mb:.0f} MiB of records in memory, "
@@ -101,12 +102,6 @@ def reader_kind(dataset: Dataset, split: str, options: PipelineOptions, order: O
             "pipeline.shuffle=true (a window of data.shuffle_buffer records)"
         )
     return "encoded"
-
-
-def _file_bytes(dataset: Dataset, path: str) -> int:
-    import os
-
-    return os.path.getsize(path)
 
 
 def build(dataset: Dataset, request: Request, options: PipelineOptions, order: Order) -> Built:
@@ -123,10 +118,15 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions, order: O
     )
     kind = reader_kind(dataset, request.split, options, order)
     files = () if dataset.in_memory(request.split) is not None else tuple(dataset.files(request.split))
+    if files and options.verify_framing and dataset.format == "tfrecord":
+        integrity.verify_framing(dataset, list(files))  # a crafted length crashes TensorFlow's reader
     if kind == "stream":
         ds = _stream(dataset, files, options, order, slots)
     else:
-        table = _table(dataset, request.split, files, options, order, parse=kind == "decoded")
+        try:
+            table = _table(dataset, request.split, files, options, order, parse=kind == "decoded")
+        except integrity.READ_ERRORS as err:
+            raise integrity.explain(err, dataset, list(files)) from None
         ds = _gathered(dataset, table, options, order, slots, parse=kind == "encoded")
     if request.training and dataset.has_augment:
         seed = request.seed
@@ -245,7 +245,9 @@ def _parse(pairs: tf.data.Dataset, dataset: Dataset, options: PipelineOptions) -
     calls = stages._calls(options.map_parallelism)
     det = True if calls else None
     if options.vectorize:
-        parsed = pairs.batch(options.parse_batch).map(lambda g, r: (g, dataset.parse(r)), num_parallel_calls=calls, deterministic=det)
+        parsed = pairs.batch(options.parse_batch).map(
+            lambda g, r: (g, dataset.parse(r)), num_parallel_calls=calls, deterministic=det
+        )
         return parsed.unbatch()
 
     def one(g, record):

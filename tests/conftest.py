@@ -7,6 +7,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+import psutil  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -16,6 +20,9 @@ from strategies import devices  # noqa: E402
 devices.configure(2)  # Mirrored tests use 2 replicas; one_device uses /cpu:0.
 tf.config.list_logical_devices()  # initialise now, so no later configure(1) can shrink the split
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every process a test starts inherits this marker; the session ends by looking for any left.
+SESSION_MARKER = "STOKER_TEST_SESSION"
+os.environ[SESSION_MARKER] = uuid.uuid4().hex
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +76,38 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_report_header(config) -> str:
     return f"tensorflow {tf.__version__}, logical CPUs {len(tf.config.list_logical_devices('CPU'))}"
+
+
+def leftover_processes() -> list[psutil.Process]:
+    """Processes other than this one (and its ancestors) that carry this session's marker."""
+    mine = os.environ[SESSION_MARKER]
+    skip = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    out = []
+    for proc in psutil.process_iter():
+        if proc.pid in skip:
+            continue
+        try:
+            if proc.environ().get(SESSION_MARKER) == mine:
+                out.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No process a test started may outlive the suite (given 10 s to end): fail the run if one does."""
+    deadline = time.monotonic() + 10
+    while (left := leftover_processes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not left:
+        return
+    lines = []
+    for proc in left:
+        try:
+            lines.append(f"  pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
+            proc.kill()
+        except psutil.Error:
+            continue
+    print(f"\n{len(left)} process(es) started by the tests were still running 10 s after the last test (killed now):")
+    print("\n".join(lines))
+    session.exitstatus = 1

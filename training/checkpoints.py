@@ -99,7 +99,9 @@ class InputState:
         """Host, after a restore: the saved position, checked against this run's data and order."""
         saved = json.loads(self.identity.numpy().decode())
         mine = json.loads(self._identity)
-        differs = [f"{k}: checkpoint {saved.get(k)!r}, this run {mine.get(k)!r}" for k in mine if saved.get(k) != mine[k]]
+        differs = [
+            f"{k}: checkpoint {saved.get(k)!r}, this run {mine.get(k)!r}" for k in mine if saved.get(k) != mine[k]
+        ]
         if differs:
             raise StokerError(
                 "the checkpoint's input position belongs to other data or another order ("

@@ -29,7 +29,15 @@ def global_batches(ds, options, pipelines, position, steps, *, buffer=100, seed=
     for i in range(pipelines):
         ctx = tf.distribute.InputContext(pipelines, i, pipelines)
         built = pipeline.build(
-            ds, "train", options, ctx, batch_size=batch, training=True, seed=seed, shuffle_buffer=buffer, position=position
+            ds,
+            "train",
+            options,
+            ctx,
+            batch_size=batch,
+            training=True,
+            seed=seed,
+            shuffle_buffer=buffer,
+            position=position,
         )
         engines.add(built.engine)
         it = iter(built.dataset)
@@ -87,7 +95,9 @@ def test_every_reader_gives_the_same_order(shapes):
     stream, _ = global_batches(shapes, PipelineOptions(cache=False), 2, Position(seed=SEED), 22)
     assert same(decoded, stream)
     g_decoded, _ = global_batches(shapes, PipelineOptions(shuffle="global"), 1, Position(seed=SEED), 22)
-    g_encoded, engines = global_batches(shapes, PipelineOptions(shuffle="global", cache=False), 3, Position(seed=SEED), 22)
+    g_encoded, engines = global_batches(
+        shapes, PipelineOptions(shuffle="global", cache=False), 3, Position(seed=SEED), 22
+    )
     assert engines == {"tfdata/encoded"} and same(g_decoded, g_encoded)
     assert not same(decoded, g_decoded)
 
@@ -118,8 +128,15 @@ def test_augmentation_is_keyed_by_position_not_by_pipeline(shapes):
         parts = []
         for i in range(p):
             built = pipeline.build(
-                shapes, "train", PipelineOptions(), tf.distribute.InputContext(p, i, p),
-                batch_size=8, training=True, seed=SEED, shuffle_buffer=64, position=Position(seed=SEED),
+                shapes,
+                "train",
+                PipelineOptions(),
+                tf.distribute.InputContext(p, i, p),
+                batch_size=8,
+                training=True,
+                seed=SEED,
+                shuffle_buffer=64,
+                position=Position(seed=SEED),
             )
             parts.append(next(iter(built.dataset))["image"].numpy())
         images[p] = np.concatenate(parts)
@@ -131,7 +148,13 @@ def test_a_position_outside_the_epoch_or_without_a_training_pipeline_is_refused(
         pipeline.build(shapes, "train", PipelineOptions(), None, batch_size=8, training=True, position=Position(0, 256))
     with pytest.raises(DataError, match="iterator_checkpoint"):
         pipeline.build(
-            shapes, "train", PipelineOptions(iterator_checkpoint=True), None, batch_size=8, training=True, position=Position()
+            shapes,
+            "train",
+            PipelineOptions(iterator_checkpoint=True),
+            None,
+            batch_size=8,
+            training=True,
+            position=Position(),
         )
     order, why = pipeline.training_order(shapes, "train", PipelineOptions(skip_corrupt=True), seed=0, shuffle_buffer=8)
     assert order is None and "skip_corrupt" in why
@@ -149,5 +172,7 @@ def test_a_checkpoint_of_other_data_or_another_order_is_named(tmp_path):
     assert same_state.restored() == Position(1, 50, 1)
     other = InputState(dataclasses.replace(saved.order, seed=2, counts=(100, 90)), "shapes")
     tf.train.Checkpoint(**other.trackables()).restore(path)
-    with pytest.raises(StokerError, match=r"num_examples: checkpoint 200, this run 190.*seed: checkpoint 1, this run 2"):
+    with pytest.raises(
+        StokerError, match=r"num_examples: checkpoint 200, this run 190.*seed: checkpoint 1, this run 2"
+    ):
         other.restored()

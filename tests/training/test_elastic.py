@@ -46,6 +46,7 @@ CHAINS = {
         ["STRATEGY=multi_worker", "NP=3", "DEVICES=1"],
     ],
     "horovod": [["STRATEGY=horovod", f"NP={n}"] for n in (2, 1, 2, 3)],
+    "pipeline": [["STRATEGY=pipeline", "DEVICES=2", "STAGES=2", "MICROBATCHES=4"], ["STRATEGY=one_device"]],
 }
 
 
@@ -53,7 +54,14 @@ def expected_batches() -> list[np.ndarray]:
     """The ids of every global batch of an uninterrupted run, built as one input pipeline."""
     ds = datasets.get(DataOptions(name="synthetic", image_size=16, train_examples=EXAMPLES))
     built = pipeline.build(
-        ds, "train", PipelineOptions(), None, batch_size=BATCH, training=True, seed=0, shuffle_buffer=100,
+        ds,
+        "train",
+        PipelineOptions(),
+        None,
+        batch_size=BATCH,
+        training=True,
+        seed=0,
+        shuffle_buffer=100,
         position=Position(),
     )
     it = iter(built.dataset)
@@ -125,6 +133,7 @@ def test_kill_and_resume_on_other_topologies_gives_the_uninterrupted_batches(tmp
             assert metrics["input_state"] == "position" and metrics["input_state_bytes"] < 65536
         else:
             run_leg_and_kill(tmp_path, items, resumed, rng)
+            wait_gone(tmp_path)  # a worker may still save at SIGTERM from its launcher's death
         nxt = TOTAL if last else chief_step(run_dir)
         assert nxt >= resumed
         batches = leg_batches(run_dir / "ids", _workers(items))
@@ -141,8 +150,13 @@ def test_kill_and_resume_on_other_topologies_gives_the_uninterrupted_batches(tmp
     for e in range(EPOCHS):
         counts = Counter(ids[e * per_epoch : (e + 1) * per_epoch].tolist())
         assert len(counts) == per_epoch and max(counts.values()) == 1, f"epoch {e}: an example missing or twice"
-    marker = f"train.runs_dir={tmp_path}"
-    deadline = time.monotonic() + 10
-    while (left := [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]):
-        assert time.monotonic() < deadline, f"processes of the killed legs still run 10 s later: {left}"
-        time.sleep(0.5)
+    wait_gone(tmp_path)
+
+
+def wait_gone(runs_dir, seconds: float = 10) -> None:
+    """Every process of the run has ended within ``seconds`` (workers get SIGTERM when the launcher dies)."""
+    marker = f"train.runs_dir={runs_dir}"
+    deadline = time.monotonic() + seconds
+    while left := [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]:
+        assert time.monotonic() < deadline, f"processes of the killed run still run {seconds:.0f} s later: {left}"
+        time.sleep(0.2)
