@@ -30,15 +30,20 @@ def _tensor_bytes(run_dir) -> dict[str, int]:
     path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     reader = tf.train.load_checkpoint(path)
     out = {"input": 0, "iterator": 0, "model_and_optimizer": 0}
+    dtypes = reader.get_variable_to_dtype_map()
     for key in reader.get_variable_to_shape_map():
+        if dtypes[key] == tf.variant:  # the iterator's state: counted below from the files
+            continue
         value = reader.get_tensor(key)
-        size = sum(len(v) for v in np.ravel(value)) if value.dtype == object else np.asarray(value).nbytes
-        kind = (
-            "input" if key.startswith("input_") else "iterator" if key.startswith("iterator") else "model_and_optimizer"
-        )
-        out[kind] += size
+        if isinstance(value, bytes):  # a string scalar
+            size = len(value)
+        else:
+            size = sum(len(v) for v in np.ravel(value)) if value.dtype == object else np.asarray(value).nbytes
+        out["input" if key.startswith("input_") else "model_and_optimizer"] += size
     files = sorted((run_dir / "checkpoints").glob(f"{path.rsplit('/', 1)[1]}.*"))
     out["files"] = sum(f.stat().st_size for f in files)
+    if any(dtypes[k] == tf.variant for k in dtypes):
+        out["iterator"] = out["files"] - out["input"] - out["model_and_optimizer"]
     return out
 
 
