@@ -91,6 +91,7 @@ class PipelineOptions:
     cache_path: str = ""  # '' caches in memory, else a file prefix on disk
     cache_budget_mb: int = 8192  # refuse a memory cache larger than this (estimated from the split)
     shuffle: bool | Literal["global"] = True  # shuffle training examples: a window of data.shuffle_buffer, or global
+    order_cycle: int = 64  # files the window order reads round-robin together (at most the split's files)
     iterator_checkpoint: bool = False  # checkpoint TensorFlow's iterator state instead of the input position
     prefetch: bool | None = None  # overlap input with compute (host prefetch at the end)
     prefetch_buffer: int | None = None  # batches prefetched (-1 AUTOTUNE)
@@ -111,7 +112,7 @@ class PipelineOptions:
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
-        for key in ("cycle_length", "block_length", "parse_batch"):
+        for key in ("cycle_length", "block_length", "parse_batch", "order_cycle"):
             if getattr(self, key) < 1:
                 raise ValueError(f"pipeline.{key}={getattr(self, key)} must be >= 1")
         for key in ("read_parallelism", "map_parallelism", "prefetch_buffer"):

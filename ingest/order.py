@@ -12,7 +12,7 @@ file order. :class:`Order` maps (epoch, place) to a canonical index:
 
 - ``none``: canonical order.
 - ``window``: the epoch's files in a permutation keyed by (seed, epoch), taken ``C`` at a time
-  (``pipeline.cycle_length``) and read round-robin within each group of ``C`` (as a
+  (``pipeline.order_cycle``, 64 or every file) and read round-robin within each group of ``C`` (as a
   deterministic interleave of those files reads them); that stream cut into windows of ``W``
   records, each window permuted by a bijection keyed by (seed, epoch, window). A reader that
   streams the files that way holds one window of serialized records; resuming skips the

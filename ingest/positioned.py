@@ -8,7 +8,7 @@ and a run resumes on any number of workers. Three readers give the same sequence
   fits ``pipeline.cache_budget_mb``; today's memory cache), then gathered by index per batch.
 - ``encoded``: the split's serialized records in memory, gathered by index and parsed per
   batch (``pipeline.shuffle=global`` when the parsed split does not fit).
-- ``stream``: the epoch's files read in the order's file permutation, ``cycle_length`` at a
+- ``stream``: the epoch's files read in the order's file permutation, ``order_cycle`` at a
   time round-robin, cut into windows of ``W`` records permuted in memory, this pipeline's
   slots kept before parsing. One window of serialized records is in memory; resuming skips
   the records of one group of files before the window.
@@ -35,6 +35,7 @@ from stoker.errors import DataError
 
 log = logging.getLogger(__name__)
 _BIG_BLOCK = 1 << 40  # interleave block length that takes whole files: concatenation order
+_READERS = 8  # files read in parallel by the stream reader (of the order's cycle)
 _CHUNK = 1024  # records read per step when the order does not permute (mode none)
 
 
@@ -73,7 +74,10 @@ def order_for(dataset: Dataset, split: str, options: PipelineOptions, *, seed: i
     if not sum(counts):
         raise DataError(f"split {split!r} of dataset {dataset.name!r} has no examples; re-run make prepare")
     window = mode == "window"
-    return Order(counts, seed, mode, shuffle_buffer if window else 0, options.cycle_length if window else 1)
+    # Shards are often written by class or by source: the window order reads many files round-robin
+    # (pipeline.order_cycle, all of them for up to 64) so that each window mixes them.
+    cycle = min(len(counts), options.order_cycle) if window else 1
+    return Order(counts, seed, mode, shuffle_buffer if window else 0, cycle)
 
 
 def _count(dataset: Dataset, path: str) -> int:
@@ -280,7 +284,7 @@ def _from(dataset, files, options, order: Order, epoch, start) -> tf.data.Datase
     skips0 = tf.minimum(counts[g0], k)
     padded = tf.concat([tf.gather(names, perm), tf.fill([tf.size(counts) - len(files)], "")], 0)
     paths = tf.reshape(padded, [-1, cycle])
-    calls = cycle if options.interleave and cycle > 1 else None
+    calls = min(cycle, _READERS) if options.interleave and cycle > 1 else None
 
     def group(g):
         skips = tf.where(g == g0, skips0, tf.zeros_like(skips0))

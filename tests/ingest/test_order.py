@@ -176,3 +176,12 @@ def test_a_checkpoint_of_other_data_or_another_order_is_named(tmp_path):
         StokerError, match=r"num_examples: checkpoint 200, this run 190.*seed: checkpoint 1, this run 2"
     ):
         other.restored()
+
+
+def test_every_window_mixes_shards_written_by_class(shapes):
+    """``shapes`` writes id i into shard i % 4 and gives it label i % 4: each shard is one class.
+    Reading every shard round-robin (pipeline.order_cycle) puts all four into every window."""
+    batches, _ = global_batches(shapes, PipelineOptions(cache=False), 1, Position(seed=SEED), 4, buffer=96)
+    for window in np.concatenate(batches).reshape(-1, 96):
+        counts = np.bincount(window % 4, minlength=4)
+        assert counts.min() >= 16, f"a window of 96 holds classes {counts.tolist()}: shards are not mixed"
