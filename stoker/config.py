@@ -60,7 +60,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 return coerce(key, value, arg)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{key}: cannot use {value!r}")
+        raise ConfigError("; ".join(errors) if errors else f"{key}: cannot use {value!r}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value in choices:
