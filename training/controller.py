@@ -85,7 +85,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
         built = assembly.train_pipeline(config, dataset, backend, position)
         iterator = iter(built.dataset)
     backend.check_input(built.dataset)
-    n_train = dataset.num_examples(config.data.train_split)
+    n_train = dataset.num_examples(config.data.train_split) or (order.num_examples if order is not None else None)
     steps_per_epoch = max(1, (n_train or t.batch_size * 100) // t.batch_size)
     total = t.steps or t.epochs * steps_per_epoch
     if backend.is_chief:
