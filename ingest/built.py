@@ -11,6 +11,7 @@ import dataclasses
 import tensorflow as tf
 
 from ingest.integrity import CorruptionReport
+from ingest.order import Order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Request:
     pipelines: int = 1  # input pipelines in the run (workers x hosts)
     index: int = 0  # this pipeline's index among them
     position: Position | None = None  # training from this input position (ingest.positioned); None: as before
+    order: Order | None = None  # the training order the position counts in (with ``position``)
 
 
 @dataclasses.dataclass(frozen=True)

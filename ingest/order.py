@@ -51,6 +51,7 @@ class Order:
     mode: Mode
     window: int = 0  # records per window (mode "window")
     cycle: int = 1  # files read round-robin together (mode "window")
+    files: tuple[str, ...] = ()  # the files ``counts`` counts, sorted (none for data made in memory)
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "window", "global"):
@@ -161,9 +162,14 @@ class Slots:
 
     def count_below(self, relative: int) -> int:
         """This pipeline's examples at positions in ``[start, start + relative)`` (host ints)."""
-        relative = max(0, relative)
-        b, big = self.local, self.global_batch
-        return (relative // big) * b + min(max(relative % big - self.index * b, 0), b)
+        return int(self._count(tf.constant(relative, tf.int64)))
+
+    def owns(self, g: tf.Tensor) -> tf.Tensor:
+        """Whether global position ``g`` (at or after ``start``) is one of this pipeline's slots."""
+        relative = g - self.start
+        lane = relative % self.global_batch
+        b = self.local
+        return tf.logical_and(relative >= 0, tf.logical_and(lane >= self.index * b, lane < (self.index + 1) * b))
 
     def range_in_epoch(self, epoch: tf.Tensor, num_examples: int) -> tuple[tf.Tensor, tf.Tensor]:
         """[lo, hi) of ``j`` whose positions fall in ``epoch`` (tf int64 scalars, for flat_map)."""

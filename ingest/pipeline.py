@@ -34,6 +34,7 @@ def build(
     shuffle_buffer: int = 0,
     repeat: bool = True,
     position: Position | None = None,
+    order: Order | None = None,
 ) -> Built:
     """Build one input pipeline (one worker or host).
 
@@ -49,13 +50,16 @@ def build(
         repeat: repeat forever (training) or stop after one pass.
         position: train from this input position, addressed by position (:func:`training_order`
             says whether the dataset and options allow it); None builds the stage list as before.
+        order: the training order of ``position`` when the caller has it (else worked out here).
     """
     request = _request(split, input_context, batch_size, training, seed, shuffle_buffer, repeat)
     if position is not None:
         reason = positioned.unsupported(dataset, options)
         if reason or not training:
             raise DataError(f"an input position needs a tf.data training pipeline; not with {reason or 'evaluation'}")
-        request = dataclasses.replace(request, position=position)
+        if order is None:
+            order = positioned.order_for(dataset, split, options, seed=seed, shuffle_buffer=shuffle_buffer)
+        request = dataclasses.replace(request, position=position, order=order)
     if options.engine == "dali":
         if options.data_service:
             raise DataError(

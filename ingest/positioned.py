@@ -64,20 +64,22 @@ def mode_of(options: PipelineOptions, shuffle_buffer: int) -> str:
 def order_for(dataset: Dataset, split: str, options: PipelineOptions, *, seed: int, shuffle_buffer: int) -> Order:
     """The training order of ``split``: record counts per file from ``dataset_info.json`` (else counted)."""
     mode = mode_of(options, shuffle_buffer)
+    files: tuple[str, ...] = ()
     if dataset.in_memory(split) is not None:
         n = dataset.num_examples(split)
         if not n:
             raise DataError(f"dataset {dataset.name!r} does not say how many examples {split!r} has (num_examples)")
         counts: tuple[int, ...] = (n,)
     else:
-        counts = tuple(_count(dataset, path) for path in dataset.files(split))
+        files = tuple(dataset.files(split))  # listed and checked once per run: the build reuses them
+        counts = tuple(_count(dataset, path) for path in files)
     if not sum(counts):
         raise DataError(f"split {split!r} of dataset {dataset.name!r} has no examples; re-run make prepare")
     window = mode == "window"
     # Shards are often written by class or by source: the window order reads many files round-robin
     # (pipeline.order_cycle, all of them for up to 64) so that each window mixes them.
     cycle = min(len(counts), options.order_cycle) if window else 1
-    return Order(counts, seed, mode, shuffle_buffer if window else 0, cycle)
+    return Order(counts, seed, mode, shuffle_buffer if window else 0, cycle, files)
 
 
 def _count(dataset: Dataset, path: str) -> int:
@@ -88,16 +90,14 @@ def _count(dataset: Dataset, path: str) -> int:
     return int(dataset.read(path).reduce(np.int64(0), lambda n, _: n + 1))
 
 
-def reader_kind(dataset: Dataset, split: str, options: PipelineOptions, order: Order) -> str:
-    """decoded, encoded or stream (see the module docstring)."""
-    parsed_mb = order.num_examples * dataset.example_bytes() / 2**20
-    if options.cache and parsed_mb <= options.cache_budget_mb:
+def reader_kind(dataset: Dataset, split: str, files: tuple[str, ...], options: PipelineOptions, order: Order) -> str:
+    """decoded, encoded or stream (see the module docstring); ``files`` are the split's (none in memory)."""
+    if options.cache and stages.memory_cache_fits(dataset, split, order.num_examples, options):
         return "decoded"
     if order.mode != "global":
         return "stream"
-    if dataset.in_memory(split) is not None:
+    if not files:
         return "encoded"
-    files = dataset.files(split)
     encoded_mb = sum(os.path.getsize(f) for f in files) / 2**20
     if encoded_mb > options.cache_budget_mb:
         raise DataError(
@@ -108,9 +108,11 @@ def reader_kind(dataset: Dataset, split: str, options: PipelineOptions, order: O
     return "encoded"
 
 
-def build(dataset: Dataset, request: Request, options: PipelineOptions, order: Order) -> Built:
-    """This input pipeline's training batches from ``request.position`` on, forever."""
-    position = request.position or Position()
+def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built:
+    """This input pipeline's training batches from ``request.position`` in ``request.order`` on, forever."""
+    position, order = request.position or Position(), request.order
+    if order is None:
+        raise ValueError("a position-addressed build needs request.order (ingest.pipeline.build sets it)")
     n = order.num_examples
     if position.consumed >= n or position.consumed < 0 or position.epoch < 0:
         raise DataError(f"input position {position} is outside an epoch of {n} examples")
@@ -120,8 +122,8 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions, order: O
         index=request.index,
         start=position.epoch * n + position.consumed,
     )
-    kind = reader_kind(dataset, request.split, options, order)
-    files = () if dataset.in_memory(request.split) is not None else tuple(dataset.files(request.split))
+    files = order.files
+    kind = reader_kind(dataset, request.split, files, options, order)
     if files and options.verify_framing and dataset.format == "tfrecord":
         integrity.verify_framing(dataset, list(files))  # a crafted length crashes TensorFlow's reader
     if kind == "stream":
@@ -132,18 +134,14 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions, order: O
         except integrity.READ_ERRORS as err:
             raise integrity.explain(err, dataset, list(files)) from None
         ds = _gathered(dataset, table, options, order, slots, parse=kind == "encoded")
-    if request.training and dataset.has_augment:
-        seed = request.seed
-        calls = stages._calls(options.map_parallelism)
-        ds = ds.map(
-            lambda g, ex: (g, dataset.augment(ex, tf.stack([tf.constant(seed, tf.int64), g]))),
-            num_parallel_calls=calls,
-            deterministic=True if calls else None,
-        )
-    ds = ds.map(lambda g, ex: ex)
-    ds = stages.per_example(ds, dataset.preprocess, options=dataclasses.replace(options, deterministic=True))
+    ordered = dataclasses.replace(options, deterministic=True)  # the position fixes the order
+    if dataset.has_augment:
+        ds = stages.augment_keyed(ds, dataset.augment, options=ordered, seed=request.seed)
+    else:
+        ds = ds.map(lambda g, ex: ex)
+    ds = stages.per_example(ds, dataset.preprocess, options=ordered)
     ds = stages.batch(ds, size=request.batch_size, drop_remainder=True)
-    ds = stages.with_options(ds, options=dataclasses.replace(options, deterministic=True))
+    ds = stages.with_options(ds, options=ordered)
     shard_by = "positions" if request.pipelines > 1 else "none"
     return Built(ds, files, shard_by, request.batch_size, kind == "decoded", engine=f"tfdata/{kind}")
 
@@ -215,10 +213,9 @@ def _stream(dataset, files, options, order: Order, slots: Slots) -> tf.data.Data
         raise DataError("pipeline.shuffle=global reads by index from memory; it cannot stream")
     n = order.num_examples
     w = order.window if order.mode == "window" else _CHUNK  # windows only permute in window mode
-    b, big = slots.local, slots.global_batch
 
     def epoch_records(epoch):
-        lo, _ = slots.range_in_epoch(epoch, n)
+        lo, hi = slots.range_in_epoch(epoch, n)
         first = slots.position(lo) - epoch * n  # place in the epoch of this pipeline's first example
         window0 = tf.minimum(first, n - 1) // w
         windows = _from(dataset, files, options, order, epoch, window0 * w).batch(w).enumerate(start=window0)
@@ -231,13 +228,7 @@ def _stream(dataset, files, options, order: Order, slots: Slots) -> tf.data.Data
                 recs = tf.nest.map_structure(lambda t: tf.gather(t, within), recs)
             return places + epoch * n, recs
 
-        def mine(g, rec):
-            rel = g - slots.start
-            lane = rel % big
-            return tf.logical_and(rel >= 0, tf.logical_and(lane >= slots.index * b, lane < (slots.index + 1) * b))
-
-        lo, hi = slots.range_in_epoch(epoch, n)
-        return windows.map(shuffled).unbatch().filter(mine).take(hi - lo)
+        return windows.map(shuffled).unbatch().filter(lambda g, rec: slots.owns(g)).take(hi - lo)
 
     records = tf.data.Dataset.range(slots.start // n, 1 << 62).flat_map(epoch_records)
     return _parse(records, dataset, options)
@@ -254,11 +245,8 @@ def _parse(pairs: tf.data.Dataset, dataset: Dataset, options: PipelineOptions) -
         )
         return parsed.unbatch()
 
-    def one(g, record):
-        batch = dataset.parse(tf.nest.map_structure(lambda t: t[None], record))
-        return g, tf.nest.map_structure(lambda t: t[0], batch)
-
-    return pairs.map(one, num_parallel_calls=calls, deterministic=det)
+    one = stages.one_at_a_time(dataset.parse)
+    return pairs.map(lambda g, r: (g, one(r)), num_parallel_calls=calls, deterministic=det)
 
 
 def _from(dataset, files, options, order: Order, epoch, start) -> tf.data.Dataset:

@@ -91,8 +91,12 @@ def parse(
             ds = ds.batch(options.parse_batch)
         ds = ds.map(fn, num_parallel_calls=calls, deterministic=_det(calls, ordered))
         return ds.unbatch()
-    one = lambda record: tf.nest.map_structure(lambda t: t[0], fn(tf.nest.map_structure(lambda r: r[None], record)))  # noqa: E731
-    return ds.map(one, num_parallel_calls=calls, deterministic=_det(calls, ordered))
+    return ds.map(one_at_a_time(fn), num_parallel_calls=calls, deterministic=_det(calls, ordered))
+
+
+def one_at_a_time(fn: Callable[[tf.Tensor], Example]) -> Callable[[tf.Tensor], Example]:
+    """A batched parse applied to one record: a batch of one in, the example out."""
+    return lambda record: tf.nest.map_structure(lambda t: t[0], fn(tf.nest.map_structure(lambda r: r[None], record)))
 
 
 def cache(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Dataset:
@@ -114,13 +118,39 @@ def augment(
     augmentation gives the same values as sequential augmentation, and a restored iterator
     continues with the same randomness.
     """
+    return augment_keyed(ds.enumerate(), fn, options=options, seed=seed)
+
+
+def augment_keyed(
+    keyed: tf.data.Dataset, fn: Callable[[Example, tf.Tensor], Example], *, options: PipelineOptions, seed: int
+) -> tf.data.Dataset:
+    """Augment ``(key, example)`` pairs with randomness keyed by (seed, key); yields the examples.
+
+    :func:`augment` keys by the position in this stream; a position-addressed pipeline
+    (``ingest.positioned``) by the example's global position, the same on every topology.
+    """
     calls = _calls(options.map_parallelism)
-    keyed = ds.enumerate()
     return keyed.map(
         lambda i, ex: fn(ex, tf.stack([tf.constant(seed, tf.int64), i])),
         num_parallel_calls=calls,
         deterministic=_det(calls, bool(options.deterministic)),
     )
+
+
+def memory_cache_fits(dataset, split: str, examples: int, options: PipelineOptions) -> bool:
+    """Whether ``examples`` parsed examples of ``dataset`` fit ``pipeline.cache_budget_mb`` (warns when not)."""
+    size_mb = examples * dataset.example_bytes() / 2**20
+    if size_mb <= options.cache_budget_mb:
+        return True
+    log.warning(
+        "not caching %s/%s: about %.0f MiB parsed exceeds pipeline.cache_budget_mb=%d; "
+        "set pipeline.cache_path to cache on disk",
+        dataset.name,
+        split,
+        size_mb,
+        options.cache_budget_mb,
+    )
+    return False
 
 
 def per_example(ds: tf.data.Dataset, fn: Callable[[Example], Example], *, options: PipelineOptions) -> tf.data.Dataset:

@@ -98,10 +98,7 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
     A request with a position builds the position-addressed training stream (``ingest.positioned``).
     """
     if request.position is not None:
-        order = positioned.order_for(
-            dataset, request.split, options, seed=request.seed, shuffle_buffer=request.shuffle_buffer
-        )
-        return positioned.build(dataset, request, options, order)
+        return positioned.build(dataset, request, options)
     if request.training and options.shuffle:
         _check_shuffle_budget(dataset, request.shuffle_buffer)
     pipelines, index = request.pipelines, request.index
@@ -211,16 +208,4 @@ def _check_shuffle_budget(dataset: Dataset, buffer: int) -> None:
 def _cache_fits(dataset: Dataset, split: str, options: PipelineOptions) -> bool:
     if not options.cache or options.cache_path:
         return bool(options.cache)
-    n = dataset.num_examples(split)
-    size_mb = (n or 0) * dataset.example_bytes() / 2**20
-    if size_mb > options.cache_budget_mb:
-        log.warning(
-            "not caching %s/%s: about %.0f MiB parsed exceeds pipeline.cache_budget_mb=%d; "
-            "set pipeline.cache_path to cache on disk",
-            dataset.name,
-            split,
-            size_mb,
-            options.cache_budget_mb,
-        )
-        return False
-    return True
+    return stages.memory_cache_fits(dataset, split, dataset.num_examples(split) or 0, options)

@@ -117,13 +117,19 @@ def training_order(config: RunConfig, dataset: Dataset) -> tuple[pipeline.Order 
 
 
 def train_pipeline(
-    config: RunConfig, dataset: Dataset, backend: Backend, position: pipeline.Position | None = None
+    config: RunConfig,
+    dataset: Dataset,
+    backend: Backend,
+    position: pipeline.Position | None = None,
+    order: pipeline.Order | None = None,
 ) -> pipeline.Built:
     """Host: this worker's training input pipeline, as the run config describes it.
 
-    From ``position`` (the start when None) when the input can be addressed by position;
-    otherwise the stage list whose iterator state a checkpoint keeps."""
-    order, _ = training_order(config, dataset)
+    From ``position`` (the start when None) in ``order`` (:func:`training_order`'s, worked out
+    here when not given) when the input can be addressed by position; otherwise the stage list
+    whose iterator state a checkpoint keeps."""
+    if order is None:
+        order, _ = training_order(config, dataset)
     if order is not None and position is None:
         position = pipeline.Position(seed=config.data.seed)
     return pipeline.build(
@@ -136,4 +142,5 @@ def train_pipeline(
         seed=config.data.seed,
         shuffle_buffer=config.data.shuffle_buffer,
         position=position if order is not None else None,
+        order=order,
     )

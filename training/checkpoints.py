@@ -25,13 +25,23 @@ log = logging.getLogger("stoker")
 
 
 def checkpoint_dir(config: RunConfig, backend: Backend) -> Path:
-    base = config.run_dir / "checkpoints"
+    base = chief_dir(config)
     return base if backend.is_chief else base / f"worker_{backend.topology.worker_index}"
+
+
+def chief_dir(config: RunConfig) -> Path:
+    """The chief's checkpoint folder: what every worker restores from when the input is a position."""
+    return config.run_dir / "checkpoints"
+
+
+def _step(path: str) -> int:
+    """The step a checkpoint path (``.../ckpt-<step>``) was saved at."""
+    return int(path.rsplit("-", 1)[1])
 
 
 def checkpoint_steps(manager: tf.train.CheckpointManager) -> list[int]:
     """Steps of the checkpoints ``manager`` keeps, oldest first."""
-    return [int(path.rsplit("-", 1)[1]) for path in manager.checkpoints]
+    return [_step(path) for path in manager.checkpoints]
 
 
 def common_step(table: np.ndarray) -> int | None:
@@ -67,11 +77,6 @@ def restore(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager, back
     path = next(p for p in manager.checkpoints if p.endswith(f"-{step}"))
     ckpt.restore(path).assert_existing_objects_matched()
     log.info("resumed from %s at step %d", path, int(ckpt.step))
-
-
-def chief_dir(config: RunConfig) -> Path:
-    """The chief's checkpoint folder: what every worker restores from when the input is a position."""
-    return config.run_dir / "checkpoints"
 
 
 class InputState:
@@ -125,7 +130,7 @@ def restore_shared(ckpt: tf.train.Checkpoint, chief: Path, backend: Backend) -> 
     """
     state = tf.train.get_checkpoint_state(str(chief))
     paths = list(state.all_model_checkpoint_paths) if state else []
-    steps = sorted(int(p.rsplit("-", 1)[1]) for p in paths)
+    steps = sorted(_step(p) for p in paths)
     newest = steps[-1] if steps else -1
     if backend.topology.workers > 1:
         newest = int(backend.gather_ints(np.array([newest], np.int64))[0, 0])  # the chief's answer for all

@@ -82,7 +82,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
         restored = checkpoints.restore_shared(ckpt, checkpoints.chief_dir(config), backend)
         position = state.restored() if restored is not None else pipeline.Position(seed=config.data.seed)
         examples = position.examples(order.num_examples)
-        built = assembly.train_pipeline(config, dataset, backend, position)
+        built = assembly.train_pipeline(config, dataset, backend, position, order)
         iterator = iter(built.dataset)
     backend.check_input(built.dataset)
     n_train = dataset.num_examples(config.data.train_split) or (order.num_examples if order is not None else None)
