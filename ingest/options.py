@@ -63,6 +63,10 @@ class DataOptions:
     shards: int = 0  # TFRecord shards per split written by prepare (0: the dataset's default)
     compression: Literal["", "GZIP"] = ""  # TFRecord compression written by prepare
     parquet_reader: Literal["tfio", "pyarrow"] = "tfio"  # Parquet through tensorflow-io or pyarrow
+    balance: Literal["none", "uniform"] = "none"  # uniform: resample training to equal class frequencies
+    class_weights: tuple[float, ...] = ()  # resample training to these class frequencies (normalized)
+    weights: tuple[float, ...] = ()  # DATASET=a+b: each source's share of the mixed stream
+    class_fractions: tuple[float, ...] = ()  # shapes: class frequencies generated (() is uniform)
 
     def __post_init__(self) -> None:
         for key in ("shuffle_buffer", "train_examples", "eval_examples", "shards", "image_size"):
@@ -72,6 +76,14 @@ class DataOptions:
             raise ValueError(f"data.image_size={self.image_size} is too small to draw shapes on; use >= 16")
         if not self.name:
             raise ValueError("data.name is empty: give DATASET=<name> (`make datasets` lists them)")
+        for key in ("class_weights", "weights", "class_fractions"):
+            values = getattr(self, key)
+            if values and (min(values) < 0 or sum(values) <= 0):
+                raise ValueError(f"data.{key}={','.join(map(str, values))}: give non-negative numbers, not all 0")
+        if self.balance != "none" and self.class_weights:
+            raise ValueError("data.balance and data.class_weights both set: give one target class distribution")
+        if self.weights and "+" not in self.name:
+            raise ValueError(f"data.weights is for mixed datasets (DATASET=a+b); {self.name!r} is one dataset")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
