@@ -174,6 +174,31 @@ class Dataset:
         """Parse a batch of records (leading dimension) into a dict of batched tensors."""
         raise NotImplementedError(f"dataset {self.name!r} must define parse(records)")
 
+    def parse_labels(self, records: tf.Tensor) -> tf.Tensor:
+        """The labels of a batch of records (override to skip decoding the rest)."""
+        return self.parse(records)[self.label_key]
+
+    def labels(self, split: str) -> np.ndarray:
+        """Host: the label of every example of ``split`` in canonical order (one read, then kept).
+
+        Class balance and ``train.loss_weights=balanced`` count classes from it; the read goes
+        through :meth:`parse_labels`, so a dataset that overrides it decodes no images."""
+        kept = self.__dict__.setdefault("_labels", {})
+        if split not in kept:
+            memory = self.in_memory(split)
+            if memory is None:
+                memory = tf.data.Dataset.from_tensor_slices(self.files(split)).flat_map(self.read)
+            batches = memory.batch(4096).map(self.parse_labels, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            parts = [np.asarray(b, np.int64).reshape(-1) for b in batches.as_numpy_iterator()]
+            kept[split] = np.concatenate(parts) if parts else np.zeros([0], np.int64)
+        return kept[split]
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Class names (``dataset_info.json``'s ``label_names``, else the class numbers)."""
+        names = self.info.get("label_names")
+        return tuple(names) if names else tuple(str(c) for c in range(self.num_classes))
+
     def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Per-example training augmentation with stateless ops seeded by ``seed`` (shape [2])."""
         return example

@@ -19,6 +19,11 @@ file order. :class:`Order` maps (epoch, place) to a canonical index:
   records of one group of files before the window, never the epoch so far.
 - ``global``: one permutation of all ``N`` indices keyed by (seed, epoch).
 
+With a :class:`ingest.resample.Quota` (class balance, weighted mixing) an epoch is not the
+split once over: it is each group's draw for the epoch (``M`` examples in all, the quota's
+total), in one permutation keyed by (seed, epoch). ``num_examples`` is then ``M`` and
+``num_records`` stays ``N``.
+
 The bijections are ``RandomIndexShuffle`` (``tf.random.experimental.index_shuffle``'s kernel,
 called directly because TF 2.16's wrapper mis-pads batched seeds). Everything here is tf ops on
 int64 tensors, run inside tf.data functions.
@@ -31,6 +36,8 @@ from typing import Literal
 
 import numpy as np
 import tensorflow as tf
+
+from ingest.resample import Quota
 
 Mode = Literal["none", "window", "global"]
 _FILES_KEY = -1  # third seed word of the file permutation (windows use their index >= 0)
@@ -52,18 +59,29 @@ class Order:
     window: int = 0  # records per window (mode "window")
     cycle: int = 1  # files read round-robin together (mode "window")
     files: tuple[str, ...] = ()  # the files ``counts`` counts, sorted (none for data made in memory)
+    quota: Quota | None = None  # each epoch resampled by group (balance, mixing); global mode only
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "window", "global"):
             raise ValueError(f"order mode {self.mode!r} is not one of none, window, global")
         if self.mode == "window" and (self.window < 1 or self.cycle < 1):
             raise ValueError("a window order needs window >= 1 (data.shuffle_buffer) and cycle >= 1")
-        if self.num_examples < 1:
+        if self.num_records < 1:
             raise ValueError("an order needs at least one example")
+        if self.quota is not None and self.mode != "global":
+            raise ValueError("a resampled order draws each epoch as one permutation: mode global")
+        if self.quota is not None and sum(len(m) for m in self.quota.members) > self.num_records:
+            raise ValueError("the quota's groups hold more examples than the split")
+
+    @property
+    def num_records(self) -> int:
+        """Examples in the split (canonical indices ``[0, num_records)``)."""
+        return int(sum(self.counts))
 
     @property
     def num_examples(self) -> int:
-        return int(sum(self.counts))
+        """Examples per epoch: the split once over, or the quota's draws."""
+        return self.quota.total if self.quota is not None else self.num_records
 
     @property
     def starts(self) -> np.ndarray:
@@ -72,14 +90,17 @@ class Order:
 
     def identity(self) -> dict[str, object]:
         """What a resumed run must share with the run that saved the position."""
-        return {
-            "num_examples": self.num_examples,
+        ident: dict[str, object] = {
+            "num_examples": self.num_records,
             "files": len(self.counts),
             "seed": self.seed,
             "shuffle": self.mode,
             "window": self.window if self.mode == "window" else 0,
             "cycle": self.cycle if self.mode == "window" else 0,
         }
+        if self.quota is not None:
+            ident.update(self.quota.identity())
+        return ident
 
     # ---- in tf.data functions -------------------------------------------------------------
     def file_permutation(self, epoch: tf.Tensor) -> tf.Tensor:
@@ -131,6 +152,9 @@ class Order:
         if self.mode == "global":
             key = tf.stack([tf.constant(self.seed, tf.int64), epoch, tf.constant(_GLOBAL_KEY, tf.int64)])
             top = tf.constant(self.num_examples - 1, tf.int64)
+            if self.quota is not None:
+                draws = self.quota.epoch_draws(self.seed, epoch)  # [M], once per epoch
+                return lambda place: tf.gather(draws, _shuffle(place, key, top))
             return lambda place: _shuffle(place, key, top)
         table = self.stream_table(epoch)
         return lambda place: tf.gather(table, self.in_window(place, epoch))

@@ -85,6 +85,11 @@ def training_order(
     """(the training order, '') when ``split`` can be addressed by input position, else (None, why not)."""
     reason = positioned.unsupported(dataset, options)
     if reason:
+        if positioned.quota_reason(dataset):
+            raise DataError(
+                f"{positioned.quota_reason(dataset)} resamples by input position, which {reason} does not "
+                "keep; drop one of the two"
+            )
         return None, reason
     return positioned.order_for(dataset, split, options, seed=seed, shuffle_buffer=shuffle_buffer), ""
 

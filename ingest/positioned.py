@@ -26,7 +26,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from ingest import integrity, stages
+from ingest import integrity, resample, stages
 from ingest.built import Built, Position, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
@@ -63,7 +63,14 @@ def mode_of(options: PipelineOptions, shuffle_buffer: int) -> str:
 
 def order_for(dataset: Dataset, split: str, options: PipelineOptions, *, seed: int, shuffle_buffer: int) -> Order:
     """The training order of ``split``: record counts per file from ``dataset_info.json`` (else counted)."""
+    quota = quota_for(dataset, split)
     mode = mode_of(options, shuffle_buffer)
+    if quota is not None:
+        if mode == "none":
+            raise DataError(
+                f"{quota_reason(dataset)} draws each epoch as one permutation; it needs pipeline.shuffle=true or global"
+            )
+        mode = "global"  # the draws are read by index (decoded or encoded reader)
     files: tuple[str, ...] = ()
     if dataset.in_memory(split) is not None:
         n = dataset.num_examples(split)
@@ -79,7 +86,38 @@ def order_for(dataset: Dataset, split: str, options: PipelineOptions, *, seed: i
     # Shards are often written by class or by source: the window order reads many files round-robin
     # (pipeline.order_cycle, all of them for up to 64) so that each window mixes them.
     cycle = min(len(counts), options.order_cycle) if window else 1
-    return Order(counts, seed, mode, shuffle_buffer if window else 0, cycle, files)
+    return Order(counts, seed, mode, shuffle_buffer if window else 0, cycle, files, quota)
+
+
+def quota_reason(dataset: Dataset) -> str:
+    """The settings that resample this dataset's training stream ('' when none do)."""
+    o = dataset.options
+    asked = [f"data.balance={o.balance}"] if o.balance != "none" else []
+    asked += [f"data.class_weights={','.join(map(str, o.class_weights))}"] if o.class_weights else []
+    asked += [f"data.weights={','.join(map(str, o.weights))}"] if o.weights else []
+    return " and ".join(asked)
+
+
+def quota_for(dataset: Dataset, split: str) -> resample.Quota | None:
+    """Class balance (``data.balance``, ``data.class_weights``) or weighted mixing (``data.weights``)."""
+    o = dataset.options
+    targets = o.class_weights or ((1.0,) * dataset.num_classes if o.balance == "uniform" else ())
+    if o.weights and targets:
+        raise DataError(f"{quota_reason(dataset)}: balance a mix or weight its sources, not both in one run")
+    if o.weights:
+        return resample.mix(dataset.source_sizes(split), o.weights, tuple(s.name for s in dataset.sources))
+    if targets:
+        labels = dataset.labels(split)
+        quota = resample.balance(labels, targets, dataset.label_names)
+        log.info(
+            "%s: %s resamples each epoch to %s of %s",
+            dataset.name,
+            quota_reason(dataset),
+            ", ".join(f"{n} {t}" for n, t in zip(quota.names, quota.take, strict=True)),
+            ", ".join(f"{n} {c}" for n, c in zip(quota.names, quota.sizes, strict=True)),
+        )
+        return quota
+    return None
 
 
 def _count(dataset: Dataset, path: str) -> int:
@@ -92,7 +130,7 @@ def _count(dataset: Dataset, path: str) -> int:
 
 def reader_kind(dataset: Dataset, split: str, files: tuple[str, ...], options: PipelineOptions, order: Order) -> str:
     """decoded, encoded or stream (see the module docstring); ``files`` are the split's (none in memory)."""
-    if options.cache and stages.memory_cache_fits(dataset, split, order.num_examples, options):
+    if options.cache and stages.memory_cache_fits(dataset, split, order.num_records, options):
         return "decoded"
     if order.mode != "global":
         return "stream"
@@ -168,11 +206,11 @@ def _table(dataset, split, files, options, order: Order, *, parse: bool):
     records = _canonical_records(dataset, split, files, options)
     if parse:
         records = stages.parse(records, dataset.parse, options=options, ordered=True)
-    table = records.batch(order.num_examples + 1).get_single_element()
+    table = records.batch(order.num_records + 1).get_single_element()
     got = int(tf.shape(tf.nest.flatten(table)[0])[0])
-    if got != order.num_examples:
+    if got != order.num_records:
         raise DataError(
-            f"{dataset.name}/{split} holds {got} examples but its record counts say {order.num_examples}; "
+            f"{dataset.name}/{split} holds {got} examples but its record counts say {order.num_records}; "
             f"re-run `make prepare DATASET={dataset.name}`"
         )
     return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ingest.dataset import Dataset
+from ingest.datasets import mixed
 from ingest.datasets.clicks import Clicks
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.synthetic import Synthetic
@@ -15,6 +16,8 @@ for _cls in (Shapes, Clicks, Synthetic):
 
 
 def get(options: DataOptions) -> Dataset:
-    """The dataset named by ``options.name``, made with ``options``."""
+    """The dataset named by ``options.name``, made with ``options`` (``a+b``: a mix of registered ones)."""
+    if "+" in options.name:
+        return mixed.make(options, REGISTRY.get)
     cls = REGISTRY.get(options.name)
     return cls(options)

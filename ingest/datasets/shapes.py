@@ -4,6 +4,10 @@ Example ``i`` of a split is drawn from a generator seeded by (seed, split, i), s
 is the same on every machine and runner. Four classes (circle, square, triangle, cross);
 size, position, color and background noise vary. ``data.image_size`` sets the resolution
 (64 for training, 256 for the benchmarks); ``data.train_examples`` the size.
+
+``data.class_fractions=0.9,0.05,0.03,0.02`` skews the train split's classes (the validation
+split stays uniform, so each class's recall is measured on as many examples); such a dataset
+lives in its own folder, ``shapes-skew-0.9-0.05-0.03-0.02``, beside the uniform one.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import zlib
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +24,7 @@ from PIL import Image, ImageDraw
 from ingest.dataset import Dataset
 from ingest.options import DataOptions
 from ingest.prepare import beam_job
+from ingest.sources import synthetic
 
 LABELS = ("circle", "square", "triangle", "cross")
 DEFAULT_SIZES = {"train": 8000, "validation": 1000}
@@ -29,10 +35,18 @@ _FEATURES = {
 }
 
 
-def draw(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, int]:
+def label_of(split: str, index: int, fractions: tuple[float, ...] = ()) -> int:
+    """Example ``index``'s class: round-robin, or by ``fractions`` in the train split (golden-ratio
+    sequence, ``ingest.sources.synthetic.skewed_labels``: each shard holds the fractions)."""
+    if not fractions or split != "train":
+        return int(index % len(LABELS))
+    return int(synthetic.skewed_labels([index], fractions)[0])
+
+
+def draw(seed: int, split: str, index: int, size: int, fractions: tuple[float, ...] = ()) -> tuple[np.ndarray, int]:
     """The uint8 [size, size, 3] image and label of example ``index`` (deterministic)."""
     rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])
-    label = int(index % len(LABELS))
+    label = label_of(split, index, fractions)
     background = rng.integers(0, 256, 3)
     pixels = np.clip(background + rng.normal(0, 24, (size, size, 3)), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels)
@@ -53,9 +67,11 @@ def draw(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, int]
     return np.asarray(image), label
 
 
-def make_example(split: str, index: int, *, seed: int, size: int) -> tuple[bytes, np.ndarray]:
+def make_example(
+    split: str, index: int, *, seed: int, size: int, fractions: tuple[float, ...] = ()
+) -> tuple[bytes, np.ndarray]:
     """A serialized tf.train.Example and the pixel statistics (sum, sum of squares, count)."""
-    pixels, label = draw(seed, split, index, size)
+    pixels, label = draw(seed, split, index, size, fractions)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
     feature = {
@@ -73,6 +89,24 @@ class Shapes(Dataset):
 
     name = "shapes"
     has_augment = True
+
+    def __init__(self, options: DataOptions | None = None) -> None:
+        super().__init__(options)
+        fractions = self.options.class_fractions
+        if fractions and len(fractions) != len(LABELS):
+            raise ValueError(
+                f"data.class_fractions has {len(fractions)} values; shapes has {len(LABELS)} classes "
+                f"({', '.join(LABELS)})"
+            )
+
+    @property
+    def root(self) -> Path:
+        """``<data_dir>/shapes``, or ``shapes-skew-<fractions>`` with ``data.class_fractions``."""
+        fractions = self.options.class_fractions
+        if not fractions:
+            return super().root
+        total = sum(fractions)
+        return Path(self.options.data_dir) / ("shapes-skew-" + "-".join(f"{f / total:.3g}" for f in fractions))
 
     @property
     def size(self) -> int:
@@ -114,6 +148,10 @@ class Shapes(Dataset):
         )
         return {"image": images, "label": ex["label"], "id": ex["id"]}
 
+    def parse_labels(self, records: tf.Tensor) -> tf.Tensor:
+        """The labels alone (no JPEG decoded): class balance counts classes with it."""
+        return tf.io.parse_example(records, {"label": _FEATURES["label"]})["label"]
+
     def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Random horizontal flip (stateless, keyed by ``seed``)."""
         image = tf.image.stateless_random_flip_left_right(example["image"], seed=seed)
@@ -133,13 +171,15 @@ class Shapes(Dataset):
             "train": o.train_examples or DEFAULT_SIZES["train"],
             "validation": o.eval_examples or DEFAULT_SIZES["validation"],
         }
-        make = functools.partial(make_example, seed=o.seed, size=o.image_size)
+        fractions = tuple(o.class_fractions)
+        make = functools.partial(make_example, seed=o.seed, size=o.image_size, fractions=fractions)
         info = {
             "name": self.name,
             "version": "1.0.0",
             "image_size": o.image_size,
             "seed": o.seed,
             "label_names": list(LABELS),
+            "class_fractions": list(fractions),
             "features": {"image": "jpeg bytes", "label": "int64", "id": "int64"},
         }
         return beam_job.run(

@@ -1,7 +1,8 @@
 """``synthetic``: random-looking tensors of a given shape made in memory (compute-only runs).
 
-Example ``i`` has ``id == i`` and ``label == i % 4``; the image is a constant derived from
-``i``, so tests can name any missing or repeated example.
+Example ``i`` has ``id == i`` and ``label == i % 4`` (or skewed by ``data.class_fractions`` in
+the train split); the image is a constant derived from ``i``, so tests can name any missing or
+repeated example.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class Synthetic(Dataset):
 
     def in_memory(self, split: str) -> tf.data.Dataset:
         spec = {k: v for k, v in self.element_spec.items() if k == "image"}
-        return synthetic.indexed(self.num_examples(split), spec, num_classes=self.num_classes)
+        fractions = self.options.class_fractions if split == "train" else ()
+        return synthetic.indexed(self.num_examples(split), spec, num_classes=self.num_classes, fractions=fractions)
 
     def parse(self, records: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return records
