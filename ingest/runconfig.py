@@ -78,7 +78,7 @@ class TrainOptions:
     prepare_missing: bool = True  # run the dataset's prepare step when its files are missing
     record_ids: bool = False  # append each step's example ids to runs/<run>/ids/worker_<i>.txt (tests)
     loss_weights: Literal["none", "balanced"] = "none"  # balanced: weight class c by N / (classes * n_c)
-    eval_slices: str = ""  # a feature of the eval split: metrics per value of it ('' for none)
+    eval_slices: str = ""  # an eval batch feature: metrics per value ('' none; floats: 4 quantile bins)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

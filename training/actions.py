@@ -1,7 +1,7 @@
 """The training loop's small actions, each called at a step boundary (as Orbit's actions are).
 
 ``IdRecorder`` appends each step's example ids (tests count them), ``Summaries`` writes the
-TensorBoard scalars (chief only), ``Preemption`` turns SIGTERM into an agreed stop step.
+TensorBoard scalars and images (chief only), ``Preemption`` turns SIGTERM into an agreed stop step.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class IdRecorder:
 
 
 class Summaries:
-    """TensorBoard scalars under ``runs/<run>/tensorboard`` (chief only; others write nothing)."""
+    """TensorBoard scalars and images under ``runs/<run>/tensorboard`` (chief only; others write nothing)."""
 
     def __init__(self, run_dir: Path, chief: bool) -> None:
         self._writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else None
@@ -47,6 +47,13 @@ class Summaries:
         with self._writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
+
+    def image(self, step: int, name: str, png: bytes) -> None:
+        """One image from PNG bytes, decoded to the [1, H, W, C] uint8 tensor ``tf.summary.image`` takes."""
+        if self._writer is None:
+            return
+        with self._writer.as_default(step=step):
+            tf.summary.image(name, tf.io.decode_png(png)[tf.newaxis])
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from ingest import datasets, pipeline
+from ingest import datasets, pipeline, positioned, resample
 from ingest.dataset import Dataset
 from ingest.runconfig import RunConfig
 from strategies.backend import Backend
@@ -52,8 +52,27 @@ def assemble(config: RunConfig, backend: Backend, *, with_pipeline: bool = True)
         built = train_pipeline(config, dataset, backend)
         backend.check_input(built.dataset)
     model, optimizer = build_model(config, dataset, backend, topo.replicas)
-    trainer = Trainer(backend, model, optimizer, global_batch=config.train.batch_size)
+    weights = loss_weights(config, dataset)
+    trainer = Trainer(backend, model, optimizer, global_batch=config.train.batch_size, class_weights=weights)
     return Assembled(dataset, built, model, optimizer, trainer)
+
+
+def loss_weights(config: RunConfig, dataset: Dataset) -> tuple[float, ...]:
+    """Host: ``train.loss_weights=balanced``'s weight per class, from the train split's labels (else ())."""
+    if config.train.loss_weights == "none":
+        return ()
+    if positioned.quota_reason(dataset):
+        log.warning(
+            "train.loss_weights=balanced with %s: the loss weights count the split's classes, not the "
+            "resampled stream's, so minority classes are favoured twice",
+            positioned.quota_reason(dataset),
+        )
+    weights = resample.class_weights(dataset.labels(config.data.train_split), dataset.num_classes)
+    log.info(
+        "train.loss_weights=balanced: %s",
+        ", ".join(f"{n} {w:.3g}" for n, w in zip(dataset.label_names, weights, strict=True)),
+    )
+    return weights
 
 
 def setup_precision_and_seeds(config: RunConfig, backend_name: str) -> None:

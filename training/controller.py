@@ -25,7 +25,7 @@ from ingest.runconfig import RunConfig, write_json_atomic
 from stoker import timing
 from strategies import make_backend
 from strategies.backend import Backend
-from training import actions, assembly, checkpoints
+from training import actions, assembly, checkpoints, evaluation
 
 log = logging.getLogger("stoker")
 
@@ -85,7 +85,8 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
         built = assembly.train_pipeline(config, dataset, backend, position, order)
         iterator = iter(built.dataset)
     backend.check_input(built.dataset)
-    n_train = dataset.num_examples(config.data.train_split) or (order.num_examples if order is not None else None)
+    # An epoch is the order's (a resampled epoch may differ from the split's size), else the split's.
+    n_train = order.num_examples if order is not None else dataset.num_examples(config.data.train_split)
     steps_per_epoch = max(1, (n_train or t.batch_size * 100) // t.batch_size)
     total = t.steps or t.epochs * steps_per_epoch
     if backend.is_chief:
@@ -133,6 +134,7 @@ class _Loop:
 
     def train(self) -> dict[str, Any]:
         t = self.config.train
+        self.check_eval_slices()
         start_step = int(self.step)
         window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0}
         loss = float("nan")
@@ -180,7 +182,7 @@ class _Loop:
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
             self.save(int(self.step))
         wall = first_done.lap() - self.eval_s if first_done is not None else 0.0
-        final_eval = self._evaluate(int(self.step))
+        final_eval = self._evaluate(int(self.step), final=True)
         return self._report(loss, start_step, final_eval, wall)
 
     def _log(self, s: int, w: dict[str, Any]) -> None:
@@ -210,32 +212,62 @@ class _Loop:
                 },
             )
 
-    def _evaluate(self, s: int) -> dict[str, Any]:
-        split = self.config.data.eval_split
-        if not split:
-            return {}
-        built = pipeline.build(
+    def _eval_pipeline(self) -> pipeline.Built:
+        return pipeline.build(
             self.dataset,
-            split,
+            self.config.data.eval_split,
             self.config.pipeline,
             None,
             batch_size=self.config.train.batch_size,
             training=False,
             repeat=False,
         )
-        result = dict(self.trainer.evaluate(built.dataset, self.dataset.feature_key, self.dataset.label_key), step=s)
+
+    def check_eval_slices(self) -> None:
+        """Host, before training: a ``train.eval_slices`` the eval batches cannot give fails now, not an epoch later."""
+        if self.config.train.eval_slices and self.config.data.eval_split:
+            evaluation.check_slice_feature(self._eval_pipeline().dataset.element_spec, self.config.train.eval_slices)
+
+    def _evaluate(self, s: int, *, final: bool = False) -> dict[str, Any]:
+        """Host, this worker only: one pass of the eval split; the chief logs it and writes its summaries."""
+        if not self.config.data.eval_split:
+            return {}
+        result = self.trainer.evaluate(
+            self._eval_pipeline().dataset,
+            self.dataset.feature_key,
+            self.dataset.label_key,
+            num_classes=self.dataset.num_classes,
+            label_names=self.dataset.info.get("label_names"),
+            slice_key=self.config.train.eval_slices,
+        )
+        result["step"] = s
         self.evals.append(result)
         if self.backend.is_chief:
-            log.info(
-                "eval at step %d: loss %.4f  accuracy %.4f  (%d examples of %s)",
-                s,
-                result["loss"],
-                result["accuracy"],
-                result["examples"],
-                split,
-            )
-            self.summaries.scalars(s, {"eval/loss": result["loss"], "eval/accuracy": result["accuracy"]})
+            self._report_eval(s, result, final)
         return result
+
+    def _report_eval(self, s: int, result: dict[str, Any], final: bool) -> None:
+        """Chief: the eval line (the final eval adds per-class recall and one line per slice), TensorBoard."""
+        balanced = result["balanced_accuracy"]
+        log.info(
+            "eval at step %d: loss %.4f  accuracy %.4f  balanced accuracy %s  (%d examples of %s)",
+            s,
+            result["loss"],
+            result["accuracy"],
+            "-" if balanced is None else f"{balanced:.4f}",
+            result["examples"],
+            self.config.data.eval_split,
+        )
+        if final:
+            log.info("%s", evaluation.recall_line(result))
+            for line in evaluation.slice_lines(result):
+                log.info("%s", line)
+        self.summaries.scalars(s, evaluation.scalars(result))
+        self.summaries.image(
+            s,
+            "eval/confusion_matrix",
+            evaluation.confusion_png(result["confusion"], [c["name"] for c in result["per_class"]]),
+        )
 
     def _position(self) -> dict[str, int] | None:
         if self.input_state is None:

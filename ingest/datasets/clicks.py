@@ -52,6 +52,7 @@ class Clicks(Dataset):
             "features": tf.TensorSpec([len(NUMERIC) + _BUCKETS], tf.float32),
             "label": tf.TensorSpec([], tf.int64),
             "id": tf.TensorSpec([], tf.int64),
+            "ad_bucket": tf.TensorSpec([], tf.int64),  # kept for train.eval_slices=ad_bucket
         }
 
     @property
@@ -87,8 +88,14 @@ class Clicks(Dataset):
     def parse(self, records: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Stack numeric columns and one-hot the ad bucket (vectorized over the batch)."""
         numeric = tf.stack([records[c] for c in NUMERIC], axis=-1)
-        bucket = tf.one_hot(records["ad"] % _BUCKETS, _BUCKETS, dtype=tf.float32)
-        return {"features": tf.concat([numeric, bucket], -1), "label": records["label"], "id": records["id"]}
+        ad_bucket = records["ad"] % _BUCKETS
+        bucket = tf.one_hot(ad_bucket, _BUCKETS, dtype=tf.float32)
+        return {
+            "features": tf.concat([numeric, bucket], -1),
+            "label": records["label"],
+            "id": records["id"],
+            "ad_bucket": ad_bucket,
+        }
 
     def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict:
         """Write Parquet shards and dataset_info.json (pyarrow; small enough for one process)."""

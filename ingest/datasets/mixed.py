@@ -68,7 +68,8 @@ class Mixed(Dataset):
 
     @property
     def info(self) -> dict[str, Any]:
-        return {"label_names": list(self.sources[0].label_names), "sources": [s.name for s in self.sources]}
+        named = [s for s in self.sources if s.info.get("label_names")] or self.sources  # e.g. synthetic has none
+        return {"label_names": list(named[0].label_names), "sources": [s.name for s in self.sources]}
 
     def is_prepared(self) -> bool:
         return all(s.is_prepared() for s in self.sources)
