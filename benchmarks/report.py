@@ -50,6 +50,8 @@ TITLES = {
     "order": "Training order: buffer shuffle with iterator state vs addressed by input position",
     "shuffle quality": "Shuffle quality of the first epoch (uniform: tau 0, same-shard share 1 / shards)",
     "checkpoint": "Checkpoint of the default model and Adam: what the input state adds",
+    "loop clicks": "Steps per compiled call, clicks MLP (training examples/s, one device)",
+    "loop synthetic": "Steps per compiled call, 64 px CNN on synthetic images (training examples/s, one device)",
 }
 SAME = " ~"  # marks a ratio within the group's A/A spread
 
@@ -215,7 +217,7 @@ def run_line(results: dict[str, dict[str, Any]]) -> str:
     ]
     total = sum(r["seconds"] for r in results.values())
     return (
-        f"Committed run: suites ending {times[0]} to {times[-1]} UTC, {total:.0f} s for all three suites; "
+        f"Committed run: suites ending {times[0]} to {times[-1]} UTC, {total:.0f} s for all {len(times)} suites; "
         f"1-minute load average {min(loads):.1f}-{max(loads):.1f} at the suites' starts and ends."
     )
 

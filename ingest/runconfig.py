@@ -50,6 +50,7 @@ ALIASES = {
     "RUN": "train.run_name",
     "MIXED_PRECISION": "train.mixed_precision",
     "DETERMINISTIC": "train.deterministic",
+    "STEPS_PER_LOOP": "train.steps_per_loop",
 }
 # make variables that are not config keys (they pick the preset or go to other tools)
 NON_CONFIG = {"CONFIG", "RUNNER"}
@@ -77,6 +78,7 @@ class TrainOptions:
     runs_dir: str = "runs"
     prepare_missing: bool = True  # run the dataset's prepare step when its files are missing
     record_ids: bool = False  # append each step's example ids to runs/<run>/ids/worker_<i>.txt (tests)
+    steps_per_loop: int = 1  # steps per compiled call; logs, checkpoints, eval and SIGTERM at loop ends
     loss_weights: Literal["none", "balanced"] = "none"  # balanced: weight class c by N / (classes * n_c)
     eval_slices: str = ""  # an eval batch feature: metrics per value ('' none; floats: 4 quantile bins)
 
@@ -89,6 +91,8 @@ class TrainOptions:
             raise ValueError(f"train.learning_rate={self.learning_rate} must be > 0")
         if self.checkpoint_every < 0 or self.log_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("train.checkpoint_every >= 0, train.log_every >= 1, train.keep_checkpoints >= 1")
+        if self.steps_per_loop < 1:
+            raise ValueError(f"train.steps_per_loop={self.steps_per_loop} must be >= 1 (1: one step per call)")
         if not self.run_name or "/" in self.run_name:
             raise ValueError(f"train.run_name={self.run_name!r}: give a plain folder name (RUN=name)")
 

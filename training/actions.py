@@ -25,9 +25,18 @@ class IdRecorder:
             ids_dir.mkdir(parents=True, exist_ok=True)
             self._file = open(ids_dir / f"worker_{worker_index}.txt", "a")  # noqa: SIM115
 
+    @property
+    def enabled(self) -> bool:
+        return self._file is not None
+
     def record(self, step: int, batch: dict[str, tf.Tensor]) -> None:
         if self._file is not None and "id" in batch:
-            self._file.write(f"{step} {' '.join(map(str, batch['id'].numpy().tolist()))}\n")
+            self.record_ids(step, batch["id"].numpy())
+
+    def record_ids(self, step: int, ids) -> None:
+        """One line: ``step`` then this worker's example ids of that step."""
+        if self._file is not None:
+            self._file.write(f"{step} {' '.join(map(str, ids.tolist()))}\n")
             self._file.flush()
 
     def close(self) -> None:

@@ -36,15 +36,36 @@ class Preempted(Exception):
 
 @dataclasses.dataclass
 class StepTimes:
-    """Per-step host timings: waiting for the next batch, and the step itself."""
+    """Per-step host timings: waiting for the next batch, and the step itself.
+
+    Steps run inside a compiled loop (``train.steps_per_loop``) take their batches inside it:
+    their wait is NaN (not measured) and their compute is the loop's time over its steps."""
 
     wait: list[float] = dataclasses.field(default_factory=list)
     compute: list[float] = dataclasses.field(default_factory=list)
 
-    def fraction(self) -> float:
-        """Input wait / step time over the steady state (the first step compiles)."""
-        w, c = sum(self.wait[1:]), sum(self.compute[1:])
+    def fraction(self) -> float | None:
+        """Input wait / step time over the steady state (the first step compiles); None when no
+        step after the first measured its wait."""
+        pairs = [(w, c) for w, c in zip(self.wait[1:], self.compute[1:], strict=True) if not math.isnan(w)]
+        w, c = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+        if not pairs:
+            return None
         return w / (w + c) if w + c else 0.0
+
+    def per_step(self) -> list[float | None]:
+        return [None if math.isnan(w) else (round(w / (w + c), 4) if w + c else 0.0) for w, c in self.pairs()]
+
+    def step_seconds(self) -> list[float]:
+        return [(0.0 if math.isnan(w) else w) + c for w, c in self.pairs()]
+
+    def pairs(self) -> list[tuple[float, float]]:
+        return list(zip(self.wait, self.compute, strict=True))
+
+
+def _window() -> dict[str, Any]:
+    """A log window's sums (reset at each progress line)."""
+    return {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0, "looped": False}
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -136,37 +157,20 @@ class _Loop:
         t = self.config.train
         self.check_eval_slices()
         start_step = int(self.step)
-        window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0}
+        self.window = _window()
         loss = float("nan")
-        fk, lk = self.dataset.feature_key, self.dataset.label_key
         first = True
         first_done: timing.Laps | None = None
         while int(self.step) < self.total:
-            laps = timing.Laps()
-            batch = self.next_batch()
-            wait = laps.lap()
-            loss_t, correct = self.trainer.train_step((batch[fk], batch[lk]))
-            loss = float(loss_t)  # waits for the step: the timing below is the step's compute
-            compute = laps.lap()
-            if first:
-                self.backend.after_first_step(self.trainer.model, self.trainer.optimizer)
+            if first or t.steps_per_loop == 1:
+                loss = self._one_step(first)
                 first = False
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {int(self.step)}; lower LR= or check the data")
-            self.times.wait.append(wait)
-            self.times.compute.append(compute)
-            self.losses.append(loss)
-            self.examples += t.batch_size
-            self.step.assign_add(1)
+            else:
+                loss = self._one_loop(self.loop_size(int(self.step)))
             s = int(self.step)
-            self.ids.record(s, batch)
-            window["loss"] += loss
-            window["correct"] += float(correct)
-            window["n"] += 1
-            window["wait"] += wait
             if s % t.log_every == 0 or s == self.total:
-                self._log(s, window)
-                window = {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0}
+                self._log(s, self.window)
+                self.window = _window()
             if first_done is None:
                 first_done = timing.Laps()  # examples_per_sec: wall time after the first step
             if t.checkpoint_every and s % t.checkpoint_every == 0:
@@ -185,32 +189,88 @@ class _Loop:
         final_eval = self._evaluate(int(self.step), final=True)
         return self._report(loss, start_step, final_eval, wall)
 
+    def loop_size(self, s: int) -> int:
+        """Steps of the next compiled loop from step ``s``: ``train.steps_per_loop``, cut at the next
+        log, checkpoint, epoch end (evaluation) or the last step, so each happens where it did."""
+        t = self.config.train
+        every = [t.log_every, self.steps_per_epoch] + ([t.checkpoint_every] if t.checkpoint_every else [])
+        nearest = min([e - s % e for e in every] + [self.total - s])
+        return max(1, min(t.steps_per_loop, nearest))
+
+    def _one_step(self, first: bool) -> float:
+        """Host: one step, its input wait and compute timed apart."""
+        fk, lk = self.dataset.feature_key, self.dataset.label_key
+        laps = timing.Laps()
+        batch = self.next_batch()
+        wait = laps.lap()
+        loss_t, correct = self.trainer.train_step((batch[fk], batch[lk]))
+        loss = float(loss_t)  # waits for the step: the timing below is the step's compute
+        compute = laps.lap()
+        if first:
+            self.backend.after_first_step(self.trainer.model, self.trainer.optimizer)
+        ids = batch["id"].numpy()[None] if self.ids.enabled and "id" in batch else None
+        self._account([loss], [float(correct)], [wait], [compute], ids)
+        return loss
+
+    def _one_loop(self, steps: int) -> float:
+        """Host: ``steps`` steps in one compiled call; the input wait is inside it (not measured)."""
+        laps = timing.Laps()
+        ids_key = "id" if self.ids.enabled and "id" in self.built.dataset.element_spec else ""
+        try:
+            out = self.trainer.train_loop(
+                self.iterator, steps, self.dataset.feature_key, self.dataset.label_key, ids_key
+            )
+        except integrity.READ_ERRORS as err:
+            raise integrity.explain(err, self.dataset, self.built.files) from None
+        per_step = laps.lap() / steps
+        self._account(list(out.losses), list(out.correct), [math.nan] * steps, [per_step] * steps, out.ids)
+        return float(out.losses[-1])
+
+    def _account(self, losses, correct, waits, computes, ids) -> None:
+        """Host: each step's loss, timings, example count, step counter and recorded ids."""
+        batch = self.config.train.batch_size
+        for k, loss in enumerate(losses):
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss} at step {int(self.step) + 1}; lower LR= or check the data"
+                )
+            self.times.wait.append(waits[k])
+            self.times.compute.append(computes[k])
+            self.losses.append(loss)
+            self.examples += batch
+            self.step.assign_add(1)
+            if ids is not None:
+                self.ids.record_ids(int(self.step), ids[k])
+            w = self.window
+            w["loss"] += loss
+            w["correct"] += float(correct[k])
+            w["n"] += 1
+            w["wait"] += 0.0 if math.isnan(waits[k]) else waits[k]
+            w["looped"] = w["looped"] or math.isnan(waits[k])
+
     def _log(self, s: int, w: dict[str, Any]) -> None:
         elapsed = w["t"].lap()
         global_batch = self.config.train.batch_size
         loss, acc = w["loss"] / w["n"], w["correct"] / (w["n"] * global_batch)
         rate = w["n"] * global_batch / elapsed if elapsed else 0.0
         epoch = (s - 1) // self.steps_per_epoch + 1
+        wait = None if w["looped"] else (w["wait"] / elapsed if elapsed else 0.0)
         if self.backend.is_chief:
             log.info(
-                "step %d/%d epoch %d  loss %.4f  acc %.3f  %.0f ex/s  input-wait %.1f%%",
+                "step %d/%d epoch %d  loss %.4f  acc %.3f  %.0f ex/s  input-wait %s",
                 s,
                 self.total,
                 epoch,
                 loss,
                 acc,
                 rate,
-                100 * w["wait"] / elapsed if elapsed else 0.0,
+                "inside loops" if wait is None else f"{100 * wait:.1f}%",
             )
-            self.summaries.scalars(
-                s,
-                {
-                    "train/loss": loss,
-                    "train/accuracy": acc,
-                    "train/examples_per_sec": rate,
-                    "train/input_wait_fraction": w["wait"] / elapsed if elapsed else 0.0,
-                },
-            )
+            scalars = {"train/loss": loss, "train/accuracy": acc, "train/examples_per_sec": rate}
+            if wait is not None:
+                scalars["train/input_wait_fraction"] = wait
+            self.summaries.scalars(s, scalars)
 
     def _eval_pipeline(self) -> pipeline.Built:
         return pipeline.build(
@@ -277,7 +337,7 @@ class _Loop:
 
     def _report(self, loss: float, start_step: int, final_eval: dict[str, Any], wall: float) -> dict[str, Any]:
         steps_run = len(self.times.compute)
-        steady = sum(self.times.wait[1:]) + sum(self.times.compute[1:])
+        steady = sum(self.times.step_seconds()[1:])
         batch = self.config.train.batch_size
         metrics = {
             "dataset": self.dataset.name,
@@ -301,11 +361,9 @@ class _Loop:
             "input_state_bytes": self.input_state.nbytes() if self.input_state is not None else None,
             "input_position": self._position(),
             "input_wait_fraction": self.times.fraction(),
-            "input_wait_per_step": [
-                round(w / (w + c), 4) if w + c else 0.0
-                for w, c in zip(self.times.wait, self.times.compute, strict=True)
-            ],
-            "step_time_median_s": float(np.median(np.add(self.times.wait, self.times.compute))) if steps_run else None,
+            "input_wait_per_step": self.times.per_step(),  # null for steps inside a compiled loop
+            "steps_per_loop": self.config.train.steps_per_loop,
+            "step_time_median_s": float(np.median(self.times.step_seconds())) if steps_run else None,
             "corrupt_records": self.built.corrupt.as_dict(),
             "shard_by": self.built.shard_by,
             **self.backend.extra_metrics(),

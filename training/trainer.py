@@ -8,6 +8,7 @@ applies them. Loss and correct counts come back summed over all replicas.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,15 @@ import tf_keras as keras
 
 from strategies.backend import Backend
 from training import evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """What one :meth:`Trainer.train_loop` call returns (host numpy, one entry per step)."""
+
+    losses: np.ndarray  # [steps] mean loss of each step
+    correct: np.ndarray  # [steps] correct predictions of each step, over all replicas
+    ids: np.ndarray | None  # [steps, local batch] example ids, when asked for
 
 
 class Trainer:
@@ -45,6 +55,7 @@ class Trainer:
         self.divisor = float(backend.loss_divisor(global_batch))
         self.scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         self._train = tf.function(self._train_step)
+        self._loop = tf.function(self._loop_steps)
         self._eval = tf.function(self._eval_step, reduce_retracing=True)
 
     def loss(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -74,6 +85,33 @@ class Trainer:
         """Host: one step on this worker's part of the global batch; (mean loss, correct count)."""
         x, y = self.backend.distribute(batch)
         return self._train(x, y)
+
+    def train_loop(self, iterator: Any, steps: int, feature_key: str, label_key: str, ids_key: str = "") -> Loop:
+        """Host: ``steps`` steps in one compiled call (``train.steps_per_loop``), batches taken from
+        ``iterator`` inside it; each step's mean loss, correct count and (with ``ids_key``) example ids.
+
+        The batches are split over replicas inside the function as :meth:`train_step` splits them
+        on the host, so a loop runs the same steps in the same order, without a Python round trip
+        per step (Orbit's ``steps_per_loop``, Keras' ``steps_per_execution``)."""
+        losses, correct, ids = self._loop(iterator, tf.constant(steps, tf.int32), feature_key, label_key, ids_key)
+        return Loop(losses.numpy(), correct.numpy(), ids.numpy() if ids_key else None)
+
+    def _loop_steps(self, iterator, steps, feature_key: str, label_key: str, ids_key: str):
+        losses = tf.TensorArray(tf.float32, size=steps)
+        correct = tf.TensorArray(tf.float32, size=steps)
+        ids = tf.TensorArray(tf.int64, size=steps if ids_key else 0, dynamic_size=not ids_key)
+        for i in tf.range(steps):
+            # One iteration at a time: collectives (Horovod's allreduce, MultiWorkerMirrored's) must
+            # run in the same order on every worker, which overlapping iterations would not keep.
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+            batch = next(iterator)
+            x, y = self.backend.distribute((batch[feature_key], batch[label_key]))
+            loss, hits = self._train_step(x, y)
+            losses = losses.write(i, tf.cast(loss, tf.float32))
+            correct = correct.write(i, tf.cast(hits, tf.float32))
+            if ids_key:
+                ids = ids.write(i, tf.cast(batch[ids_key], tf.int64))
+        return losses.stack(), correct.stack(), ids.stack() if ids_key else tf.zeros([0, 0], tf.int64)
 
     def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
         """This worker's devices, no collectives: one batch's summed loss, correct count and confusion
