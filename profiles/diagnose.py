@@ -19,6 +19,8 @@ SECONDARY = 0.25  # a stage with this share of the steady time per example gets 
 CONTENTION = 1.3  # end-to-end compute this much slower than compute-only: the pipeline steals the model's CPU
 VERDICTS = {"not": "not input-bound", "moderately": "moderately input-bound", "highly": "highly input-bound"}
 SERVICE = "DATA_SERVICE=grpc://<dispatcher>:5050"
+FAST = 3.0  # the pipeline alone this many times faster than the model consumes: no stage holds the step back
+LOOP = 20  # STEPS_PER_LOOP proposed for a per-step overhead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Diagnosis:
     bottleneck: str | None  # the costliest stage paid every epoch (None without prefix timings)
     stage_costs: tuple[StageCost, ...]
     advice: tuple[Advice, ...]
+    cause: str = ""  # what the wait comes from: "stage", "per-step overhead" ('' when not input-bound)
 
     @property
     def verdict_text(self) -> str:
@@ -63,6 +66,8 @@ class Diagnosis:
             f"{self.verdict_text}: {100 * self.input_fraction:.1f}% of the step time waits for input; "
             f"{self.speedup_if_input_free:.2f}x faster if input were free"
         )
+        if self.cause == "per-step overhead":
+            return line + "; cause: a fixed cost per step (the pipeline alone is far faster than the model)"
         return line + (f"; costliest stage: {self.bottleneck}" if self.bottleneck else "")
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,6 +113,11 @@ def diagnose(m: Measurements) -> Diagnosis:
     steady = [c for c in costs if c.every_epoch and c.s_per_example > 0]
     bottleneck = max(steady, key=lambda c: c.s_per_example).name if steady else None
     v = verdict(fraction)
+    overhead = v != "not" and per_step_overhead(m)
+    if overhead:
+        bottleneck = None  # every prefix outruns the model: no stage is what the step waits for
+    cause = "" if v == "not" else ("per-step overhead" if overhead else "stage")
+    advice = _for_overhead(m) if overhead else advise(m, v, _costly(costs, bottleneck))
     return Diagnosis(
         input_fraction=fraction,
         verdict=v,
@@ -116,8 +126,34 @@ def diagnose(m: Measurements) -> Diagnosis:
         bottleneck=bottleneck,
         input_cost_fraction=max(0.0, 1.0 - m.compute_step_s / m.step_s),
         stage_costs=costs,
-        advice=tuple(advise(m, v, _costly(costs, bottleneck))),
+        advice=tuple(advice),
+        cause=cause,
     )
+
+
+def per_step_overhead(m: Measurements) -> bool:
+    """The step waits although the pipeline alone, and each of its prefixes, runs ``FAST`` times
+    faster than the model consumes: the wait is a fixed cost of taking each batch, not a stage."""
+    need = FAST * m.compute_examples_per_s
+    prefixes = [r.examples_per_s for r in m.stages] or [m.input_examples_per_s]
+    return m.input_examples_per_s >= need and min(prefixes) >= need
+
+
+def _for_overhead(m: Measurements) -> list[Advice]:
+    """``STEPS_PER_LOOP``: the fixed wait paid once per loop; the gain the measurements predict."""
+    s = m.setup
+    loop = LOOP if s.steps_per_loop < LOOP else 4 * s.steps_per_loop
+    predicted = m.step_s / (m.compute_s + m.wait_s / loop)
+    return [
+        Advice(
+            f"STEPS_PER_LOOP={loop}",
+            f"the pipeline alone gives {m.input_examples_per_s:,.0f} examples/s, "
+            f"{m.input_examples_per_s / m.compute_examples_per_s:.0f}x what the model consumes, yet each step "
+            f"waits {m.wait_s * 1e3:.2f} ms: a fixed cost per step (taking the batch and handing it to the "
+            f"replicas from Python) that no stage setting removes; {loop} steps per compiled call pay it once "
+            f"per {loop} steps: about {predicted:.2f}x the examples/s (train.steps_per_loop)",
+        )
+    ]
 
 
 def _costly(costs: tuple[StageCost, ...], bottleneck: str | None) -> list[str]:
@@ -175,7 +211,7 @@ def _for_stage(s: Setup, stage: str | None) -> list[Advice]:
                     "rather than on disk when the parsed split fits",
                 )
             ]
-            if s.cache_fits()
+            if s.cache_path and s.cache_fits()  # never propose the memory cache the run already has
             else []
         )
     return []

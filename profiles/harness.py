@@ -160,6 +160,8 @@ def _setup(config: RunConfig, dataset: Dataset, built: Built) -> Setup:
         decodes_images=_decodes_images(dataset, spec),
         has_augment=dataset.has_augment,
         cpu_count=len(os.sched_getaffinity(0)),
+        cache_path=o.cache_path,
+        steps_per_loop=config.train.steps_per_loop,
     )
 
 

@@ -47,6 +47,8 @@ class Setup:
     decodes_images: bool = False  # parse decodes images (JPEG/PNG): a decode-bound pipeline can move to DALI
     has_augment: bool = False  # the dataset augments training examples
     cpu_count: int = 1  # cores of this host
+    cache_path: str = ""  # pipeline.cache_path ('' caches in memory)
+    steps_per_loop: int = 1  # train.steps_per_loop
 
     @property
     def parallel_reads(self) -> int:

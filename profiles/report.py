@@ -71,7 +71,13 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
         "",
         f"**Verdict: {d.verdict_text}.** {100 * d.input_fraction:.1f}% of the step time waits for input; "
         f"the step would be {d.speedup_if_input_free:.2f}x faster if input were free"
-        + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else "."),
+        + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else ".")
+        + (
+            " The wait is a **fixed cost per step**: every prefix of the pipeline runs far faster than the "
+            "model consumes, so no stage setting removes it."
+            if d.cause == "per-step overhead"
+            else ""
+        ),
         "",
         f"Input costs {100 * d.input_cost_fraction:.0f}% of the end-to-end step in all: the wait, plus the step "
         f"slowed from {ms(m.compute_step_s)} alone to {ms(m.compute_s)} beside the pipeline (they share the "

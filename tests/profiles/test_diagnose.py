@@ -192,3 +192,32 @@ def test_input_cost_counts_the_slowdown_of_a_shared_cpu():
     d = diagnose(make(wait=0.0005, compute=0.0195, alone=0.010))  # 20 ms end to end, 10 ms alone
     assert d.verdict == "not"
     assert d.input_cost_fraction == pytest.approx(0.5)
+
+
+def test_a_fixed_wait_per_step_with_a_fast_pipeline_is_named_per_step_overhead():
+    # The digits case: a tiny model (8.4 ms a step), the pipeline 152x faster, 6.8% of each step waiting.
+    stages = rates(read=1e-6, parse=2e-6, cache=1e-6, shuffle=1e-6, batch=1e-6)
+    m = make(wait=0.00061, compute=0.0084, input_rate=152 * 64 / 0.0084, stages=stages)
+    d = diagnose(m)
+    assert d.verdict == "moderately" and d.cause == "per-step overhead"
+    assert d.bottleneck is None, "no stage is named when every prefix outruns the model"
+    assert [a.setting for a in d.advice] == ["STEPS_PER_LOOP=20"]
+    assert "fixed cost per step" in d.advice[0].why and "1.07x" in d.advice[0].why  # 9.01 / (8.4 + 0.61/20) ms
+    assert "fixed cost per step" in d.summary
+    looped = diagnose(dataclasses.replace(m, setup=dataclasses.replace(OPTIMIZED, steps_per_loop=20)))
+    assert [a.setting for a in looped.advice] == ["STEPS_PER_LOOP=80"], "never the value the run already has"
+
+
+def test_a_slow_stage_is_still_a_stage_bottleneck():
+    stages = rates(read=1e-5, parse=4e-4, batch=1e-6)  # parse: the pipeline at ~2,400 examples/s
+    d = diagnose(make(NAIVE, wait=0.02, compute=0.01, input_rate=2400.0, stages=stages))
+    assert d.cause == "stage" and d.bottleneck == "parse"
+    assert not any(a.setting.startswith("STEPS_PER_LOOP") for a in d.advice)
+
+
+def test_the_memory_cache_is_not_proposed_to_a_run_that_has_it():
+    stages = rates(read=1e-4, parse=1e-4, cache=3e-3, batch=1e-6)  # reading the cache costliest
+    in_memory = make(wait=0.02, compute=0.01, input_rate=300.0, stages=stages)
+    assert "pipeline.cache_path=" not in [a.setting for a in diagnose(in_memory).advice]
+    on_disk = dataclasses.replace(in_memory, setup=dataclasses.replace(OPTIMIZED, cache_path="/tmp/c"))
+    assert "pipeline.cache_path=" in [a.setting for a in diagnose(on_disk).advice]
