@@ -21,7 +21,7 @@ ARGS = $(foreach v,$(VARS),$(if $($(v)),$(v)=$($(v))))
 SET ?=
 BEAM_ARGS ?=
 
-.PHONY: setup train prepare datasets test test-fast lint format profile bench tensorboard data-service clean help
+.PHONY: setup train prepare datasets test test-kills test-fast lint format profile bench tensorboard data-service clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
@@ -61,6 +61,9 @@ tensorboard: setup  ## TensorBoard on runs/$(RUN) (or all runs)
 
 test: setup  ## all tests, slow multi-process ones included
 	$(PY) -m pytest -q
+
+test-kills: setup  ## every kind of run killed 10 times in each of 4 ways, nothing left behind (make test does 1 each)
+	STOKER_KILLS=10 $(PY) -m pytest -q tests/faults/test_kill_matrix.py
 
 test-fast: setup  ## tests without the slow multi-process ones
 	$(PY) -m pytest -q -m "not slow"

@@ -1,0 +1,163 @@
+"""No process outlives its run: each kind of run killed at random moments in each of four ways.
+
+Kinds: a local multi_worker run (2 workers), a horovod run (2 ranks under ``horovodrun``), the
+tf.data service (``python -m ingest service``: a dispatcher and 2 workers) and a Beam prepare
+(DirectRunner, multi-processing workers). Ways: SIGKILL of the whole process group (a scheduler,
+a lost terminal), SIGKILL of the launcher alone, SIGTERM to the launcher alone, and Ctrl-C
+(SIGINT to the foreground group, as a terminal sends it). Each attempt starts the command with a
+marker of its own in the environment (every child inherits it), kills it at a random moment from
+start-up to about the end of a normal run, and then requires that no process carrying the marker
+is left 10 s later. After its attempts, each kind's command is run again to completion (the
+service: until it reports ready, then stopped with SIGTERM, leaving nothing).
+
+``STOKER_KILLS`` attempts per kind and way: 1 in ``make test``, 10 with ``make test-kills``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from ingest import service
+from tests.training import runs
+
+pytestmark = pytest.mark.slow
+
+KILLS = int(os.environ.get("STOKER_KILLS", "1"))
+MARK = "STOKER_KILL_MARK"
+WAYS = ("group-SIGKILL", "launcher-SIGKILL", "launcher-SIGTERM", "Ctrl-C")
+TRAIN = [
+    "CONFIG=tiny",
+    "DATASET=synthetic",
+    "BATCH=16",
+    "EPOCHS=1",
+    "--set",
+    "data.image_size=16 data.train_examples=640 data.eval_examples=32 train.checkpoint_every=5",
+]
+
+
+def _command(kind: str, tmp) -> tuple[list[str], float]:
+    """The command of ``kind`` and how long a normal run of it takes here (the kill window)."""
+    py = sys.executable
+    if kind == "multi_worker":
+        cmd = [py, "-m", "training", "STRATEGY=multi_worker", "NP=2", "DEVICES=1", *TRAIN]
+        return cmd + ["--set", f"train.runs_dir={tmp}/runs"], 25.0
+    if kind == "horovod":
+        return [py, "-m", "training", "STRATEGY=horovod", "NP=2", *TRAIN, "--set", f"train.runs_dir={tmp}/runs"], 25.0
+    if kind == "data_service":
+        port = service.free_port(3)
+        return [py, "-m", "ingest", "service", "--workers", "2", "--port", str(port), "--work-dir", f"{tmp}/j"], 8.0
+    if kind == "beam":
+        sets = "data.train_examples=400 data.eval_examples=40 data.image_size=32 data.shards=4"
+        return [py, "-m", "ingest", "prepare", "DATASET=shapes", f"DATA_DIR={tmp}/data", "--set", sets], 15.0
+    raise ValueError(kind)
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid not in me and proc.environ().get(MARK) == mark:
+                out.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def _start(cmd: list[str], mark: str) -> subprocess.Popen:
+    env = dict(runs.env(), **{MARK: mark})
+    return subprocess.Popen(
+        cmd, cwd=runs.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def _kill(proc: subprocess.Popen, way: str) -> None:
+    try:
+        if way == "group-SIGKILL":
+            os.killpg(proc.pid, signal.SIGKILL)
+        elif way == "launcher-SIGKILL":
+            proc.send_signal(signal.SIGKILL)
+        elif way == "launcher-SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:  # Ctrl-C: the terminal sends SIGINT to every process of the foreground group
+            os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass  # it ended by itself before the moment came
+
+
+def _left_after(mark: str, seconds: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := _marked(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    out = []
+    for p in left:
+        try:
+            out.append(f"pid {p.pid} ({p.status()}): {' '.join(p.cmdline())[:160]}")
+            p.kill()
+        except psutil.Error:
+            continue
+    return out
+
+
+def _to_completion(kind: str, cmd: list[str], tmp) -> None:
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        cmd,
+        cwd=runs.REPO,
+        env=dict(runs.env(), **{MARK: mark}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        if kind == "data_service":
+            for line in proc.stdout:
+                if "tf.data service ready" in line:
+                    break
+            else:
+                raise AssertionError("the service ended before it was ready")
+            proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if kind != "data_service":
+        assert proc.returncode == 0, f"{kind} did not complete after the kills (exit {proc.returncode}):\n{out[-3000:]}"
+    left = _left_after(mark)
+    assert not left, f"{kind}: processes left 10 s after a normal end: {left}"
+
+
+@pytest.mark.timeout(600 + 400 * KILLS)
+@pytest.mark.parametrize("kind", ["multi_worker", "horovod", "data_service", "beam"])
+def test_no_process_outlives_a_killed_run(tmp_path, kind):
+    rng = random.Random(f"kill-{kind}")
+    failures = []
+    cmd, duration = _command(kind, tmp_path)
+    for attempt in range(KILLS):
+        for way in WAYS:
+            mark = uuid.uuid4().hex
+            proc = _start(cmd, mark)
+            moment = rng.uniform(0.0, duration)
+            try:
+                proc.wait(timeout=moment)
+            except subprocess.TimeoutExpired:
+                _kill(proc, way)
+            left = _left_after(mark)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if left:
+                failures.append(f"attempt {attempt} {way} at {moment:.1f} s: {left}")
+    assert not failures, f"{kind}: processes outlived the run:\n" + "\n".join(failures)
+    _to_completion(kind, cmd, tmp_path)
