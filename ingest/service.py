@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,16 @@ from stoker import ports, processes, timing
 from stoker.errors import StokerError
 
 log = logging.getLogger(__name__)
-__all__ = ["MODES", "ClusterSpec", "LocalCluster", "ServiceTimeoutError", "close_sessions", "compare", "distribute"]
+__all__ = [
+    "MODES",
+    "ClusterSpec",
+    "ClusterStopped",
+    "LocalCluster",
+    "ServiceTimeoutError",
+    "close_sessions",
+    "compare",
+    "distribute",
+]
 
 _EXPOSURE = (
     "tf.data service (TensorFlow %s) listens on EVERY network interface whatever address it advertises "
@@ -133,10 +143,18 @@ def _command(spec: ClusterSpec, role: str, index: int = 0) -> list[str]:
     ]
 
 
-def wait_listening(port: int, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+class ClusterStopped(StokerError):
+    """A stop was asked for (Ctrl-C, SIGTERM) while the cluster was starting."""
+
+
+def wait_listening(
+    port: int, timeout_s: float = 120.0, proc: subprocess.Popen | None = None, stop: threading.Event | None = None
+) -> None:
     """Wait until something accepts connections on ``127.0.0.1:port``; raise naming the port if not."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            raise ClusterStopped(f"stopped while waiting for port {port}")
         if proc is not None and proc.poll() is not None:
             raise StokerError(
                 f"tf.data service process for port {port} exited with code {proc.returncode}; "
@@ -159,8 +177,8 @@ class LocalCluster:
             options = PipelineOptions(data_service=cluster.spec.address)
     """
 
-    def __init__(self, spec: ClusterSpec, *, quiet: bool = False) -> None:
-        self.spec, self.quiet = spec, quiet
+    def __init__(self, spec: ClusterSpec, *, quiet: bool = False, stop: threading.Event | None = None) -> None:
+        self.spec, self.quiet, self.stop_event = spec, quiet, stop
         self.dispatcher: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen | None] = [None] * spec.workers
 
@@ -171,12 +189,12 @@ class LocalCluster:
     def start_dispatcher(self) -> None:
         """Start (or restart, from the journal) the dispatcher and wait until it listens."""
         self.dispatcher = self._spawn("dispatcher")
-        wait_listening(self.spec.port, proc=self.dispatcher)
+        wait_listening(self.spec.port, proc=self.dispatcher, stop=self.stop_event)
 
     def start_worker(self, index: int) -> None:
         """Start (or restart, at the same port) worker ``index`` and wait until it listens."""
         self.workers[index] = self._spawn("worker", index)
-        wait_listening(self.spec.worker_port(index), proc=self.workers[index])
+        wait_listening(self.spec.worker_port(index), proc=self.workers[index], stop=self.stop_event)
 
     def kill_dispatcher(self) -> None:
         """SIGKILL the dispatcher (no clean shutdown: what a crash looks like)."""
@@ -192,9 +210,10 @@ class LocalCluster:
         """Start the dispatcher, then every worker."""
         warn_exposure([self.spec.port] + [self.spec.worker_port(i) for i in range(self.spec.workers)])
         self.start_dispatcher()
-        self.workers = [self._spawn("worker", i) for i in range(self.spec.workers)]  # start together
+        for i in range(self.spec.workers):  # start together; each tracked as soon as it exists
+            self.workers[i] = self._spawn("worker", i)
         for i, proc in enumerate(self.workers):
-            wait_listening(self.spec.worker_port(i), proc=proc)
+            wait_listening(self.spec.worker_port(i), proc=proc, stop=self.stop_event)
         return self
 
     def stop(self) -> None:

@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 
-from ingest.service import ClusterSpec, LocalCluster, serve_dispatcher, serve_worker
+from ingest.service import ClusterSpec, ClusterStopped, LocalCluster, serve_dispatcher, serve_worker
 
 log = logging.getLogger("ingest.service")
 
@@ -38,19 +38,27 @@ def spec_of(args: argparse.Namespace) -> ClusterSpec:
 
 def main(args: argparse.Namespace) -> int:
     """``make data-service``: run the cluster in the foreground until Ctrl-C or SIGTERM."""
-    cluster = LocalCluster(spec_of(args))
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with cluster:
+    # Ctrl-C and SIGTERM only set a flag: a KeyboardInterrupt raised at any point (inside Popen,
+    # say) could leave a server started but not yet tracked. Start-up checks the flag between steps.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    cluster = LocalCluster(spec_of(args), stop=stopping)
+    try:
+        cluster.__enter__()
+    except ClusterStopped:
+        log.info("stopped while starting the tf.data service")
+        return 0
+    try:
         log.info("tf.data service ready: DATA_SERVICE=%s (Ctrl-C stops it)", cluster.spec.address)
-        try:
-            while not stopping.wait(1.0):
-                dead = [p for p in [cluster.dispatcher, *cluster.workers] if p is not None and p.poll() is not None]
-                if dead:
-                    log.error("a tf.data service process exited (code %s); stopping the rest", dead[0].returncode)
-                    return 1
-        except KeyboardInterrupt:
-            log.info("stopping the tf.data service")
+        while not stopping.wait(1.0):
+            dead = [p for p in [cluster.dispatcher, *cluster.workers] if p is not None and p.poll() is not None]
+            if dead:
+                log.error("a tf.data service process exited (code %s); stopping the rest", dead[0].returncode)
+                return 1
+        log.info("stopping the tf.data service")
+    finally:
+        cluster.stop()
     return 0
 
 

@@ -10,7 +10,8 @@ start-up to about the end of a normal run, and then requires that no process car
 is left 10 s later. After its attempts, each kind's command is run again to completion (the
 service: until it reports ready, then stopped with SIGTERM, leaving nothing).
 
-``STOKER_KILLS`` attempts per kind and way: 1 in ``make test``, 10 with ``make test-kills``.
+``STOKER_KILLS`` attempts per kind and way: 1 in ``make test`` (the service left out, see KINDS),
+10 with ``make test-kills``.
 """
 
 from __future__ import annotations
@@ -138,8 +139,14 @@ def _to_completion(kind: str, cmd: list[str], tmp) -> None:
     assert not left, f"{kind}: processes left 10 s after a normal end: {left}"
 
 
+# The service runs under make test-kills only: its Ctrl-C during start-up left the launcher and its
+# servers once in CI (2026-12-03, before ingest.service_cli turned SIGINT into a flag), and it
+# stays out of the landing run until the full matrix has passed on the fix more often.
+KINDS = ["multi_worker", "horovod", "beam"] + (["data_service"] if KILLS > 1 else [])
+
+
 @pytest.mark.timeout(600 + 400 * KILLS)
-@pytest.mark.parametrize("kind", ["multi_worker", "horovod", "data_service", "beam"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_no_process_outlives_a_killed_run(tmp_path, kind):
     rng = random.Random(f"kill-{kind}")
     failures = []
