@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 PREEMPT_GRACE_S = 120.0  # after SIGTERM, workers get this long to checkpoint and exit 0
 GRACE_S = 10.0  # after one worker fails, the others get this long to stop before SIGKILL
+INTERRUPT_GRACE_S = 5.0  # after Ctrl-C, workers get this long to checkpoint before the whole tree is killed
 
 
 class LaunchError(StokerError, RuntimeError):
@@ -163,8 +164,10 @@ def supervise(
     try:
         code = _wait(procs, names, (timeout_s, settle_s), stopping)
     finally:
-        if stopping["signal"] == signal.SIGTERM:  # workers get time to reach a step boundary and save
-            _preempt(procs, PREEMPT_GRACE_S, worker)
+        if stopping["signal"]:  # the workers themselves get SIGTERM: they save at a step boundary and exit
+            interrupted = stopping["signal"] != signal.SIGTERM  # Ctrl-C: soon, then the whole tree is killed
+            _preempt(procs, INTERRUPT_GRACE_S if interrupted else PREEMPT_GRACE_S, worker)
+            grace_s = 1.0 if interrupted else grace_s
         processes.stop(procs, grace_s)
         for s, h in old.items():
             _swap_handler(s, h)

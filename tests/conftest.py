@@ -14,7 +14,10 @@ import psutil  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stoker import cli  # noqa: E402, F401  (puts the checkout on PYTHONPATH for tests' subprocesses)
+from stoker import (
+    cli,  # noqa: E402, F401  (puts the checkout on PYTHONPATH for tests' subprocesses)
+    processes,  # noqa: E402
+)
 from strategies import devices  # noqa: E402
 
 devices.configure(2)  # Mirrored tests use 2 replicas; one_device uses /cpu:0.
@@ -79,19 +82,9 @@ def pytest_report_header(config) -> str:
 
 
 def leftover_processes() -> list[psutil.Process]:
-    """Processes other than this one (and its ancestors) that carry this session's marker."""
-    mine = os.environ[SESSION_MARKER]
-    skip = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    out = []
-    for proc in psutil.process_iter():
-        if proc.pid in skip:
-            continue
-        try:
-            if proc.environ().get(SESSION_MARKER) == mine:
-                out.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return out
+    """Processes other than this one, its ancestors and its own watchdog that carry this session's marker."""
+    watchdog = processes.watchdog_pid()
+    return [p for p in processes.marked(SESSION_MARKER, os.environ[SESSION_MARKER]) if p.pid != watchdog]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -30,7 +30,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ingest.sources import tfrecord
-from stoker import cli, files
+from stoker import cli, files, processes
 
 log = logging.getLogger(__name__)
 # make_example(split, index) -> (serialized record, per-channel pixel sums [3, 3] or None)
@@ -100,6 +100,7 @@ def run(
     partial.mkdir(parents=True)
     workers = workers or os.cpu_count() or 1
     options = _beam_options(runner, beam_args or [], workers)
+    processes.guard()  # Beam's worker processes carry this run's mark: the watchdog ends them with it
     done = threading.Event()
     bar = threading.Thread(target=_progress, args=(partial, shards * len(splits), done), daemon=True)
     bar.start()

@@ -28,6 +28,7 @@ import psutil
 import pytest
 
 from ingest import service
+from stoker import processes
 from tests.training import runs
 
 pytestmark = pytest.mark.slow
@@ -62,18 +63,6 @@ def _command(kind: str, tmp) -> tuple[list[str], float]:
     raise ValueError(kind)
 
 
-def _marked(mark: str) -> list[psutil.Process]:
-    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    out = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid not in me and proc.environ().get(MARK) == mark:
-                out.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return out
-
-
 def _start(cmd: list[str], mark: str) -> subprocess.Popen:
     env = dict(runs.env(), **{MARK: mark})
     return subprocess.Popen(
@@ -97,7 +86,7 @@ def _kill(proc: subprocess.Popen, way: str) -> None:
 
 def _left_after(mark: str, seconds: float = 10.0) -> list[str]:
     deadline = time.monotonic() + seconds
-    while (left := _marked(mark)) and time.monotonic() < deadline:
+    while (left := processes.marked(MARK, mark)) and time.monotonic() < deadline:
         time.sleep(0.2)
     out = []
     for p in left:

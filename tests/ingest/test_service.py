@@ -266,7 +266,8 @@ def test_exposure_warning_is_loud(caplog):
 @pytest.mark.timeout(180)
 def test_servers_end_when_make_data_service_is_killed(tmp_path):
     """SIGKILL of `python -m ingest service` (what `make data-service` runs): its dispatcher and
-    workers end within 10 s (each is started with PR_SET_PDEATHSIG, stoker/processes.py)."""
+    workers end within 10 s (each is started with PR_SET_PDEATHSIG, stoker/processes.py), and so does
+    the launcher's watchdog."""
     import psutil
 
     port = service.free_port(3)
@@ -278,7 +279,8 @@ def test_servers_end_when_make_data_service_is_killed(tmp_path):
             if "tf.data service ready" in line:
                 break
         servers = psutil.Process(main.pid).children(recursive=True)
-        assert len(servers) == 3, [p.cmdline() for p in servers]
+        roles = sorted(p.cmdline()[3] if p.cmdline()[2] == "ingest.service" else "watchdog" for p in servers)
+        assert roles == ["dispatcher", "watchdog", "worker", "worker"], [p.cmdline() for p in servers]
     finally:
         main.kill()
         main.wait()

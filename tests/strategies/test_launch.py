@@ -100,3 +100,44 @@ def test_workers_stop_when_the_launcher_is_killed(tmp_path):
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def test_watchdog_ends_descendants_that_left_the_session_and_ignore_sigterm(tmp_path):
+    """What PR_SET_PDEATHSIG cannot reach (a grandchild that called setsid and ignores SIGTERM, as
+    Horovod's middlemen and a busy horovodrun can be) the watchdog ends once the launcher is gone."""
+    import signal
+    import subprocess
+    import uuid
+
+    from stoker import processes
+
+    pid_file = tmp_path / "pid"
+    stubborn = (
+        "import os, signal, time; os.setsid(); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    )
+    child = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {stubborn!r}]); time.sleep(300)"
+    code = (
+        "import sys, time; from stoker import processes; "
+        f"processes.spawn([sys.executable, '-c', {child!r}]); time.sleep(300)"
+    )
+    mark = uuid.uuid4().hex
+    env = dict(os.environ, PYTHONPATH=str(REPO), TEST_MARK=mark)
+    launcher = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the grandchild never started"
+            time.sleep(0.1)
+        assert len(processes.marked("TEST_MARK", mark)) == 4  # launcher, watchdog, child, grandchild
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while (left := processes.marked("TEST_MARK", mark)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for p in left:
+            p.kill()
+        assert not left, f"left 10 s after the launcher's SIGKILL: {[' '.join(p.cmdline())[:80] for p in left]}"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
