@@ -3,6 +3,8 @@
 Every tf.data optimization is one switch of :class:`PipelineOptions`. A field left at
 ``None`` takes its value from the preset (``naive``: every optimization off;
 ``optimized``: every one on, AUTOTUNE), so both presets are the same code with other values.
+``auto`` starts from ``optimized`` and lets ``ingest.autotune`` choose, on this machine, each of
+:data:`TUNED` the config leaves unset.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ PRESETS: dict[str, dict[str, object]] = {
         private_threadpool=0,
         map_fusion=False,
         engine="tfdata",
+        parse_batch=256,
+        cache_form="decoded",
     ),
     "optimized": dict(
         interleave=True,
@@ -41,10 +45,16 @@ PRESETS: dict[str, dict[str, object]] = {
         private_threadpool=0,
         map_fusion=True,
         engine="tfdata",
+        parse_batch=256,
+        cache_form="decoded",
     ),
 }
 # DALI decodes and augments in its own pipeline; the tf.data part around it stays optimized.
 PRESETS["dali"] = dict(PRESETS["optimized"], engine="dali")
+# PIPELINE=auto: optimized until ingest.autotune has measured what this machine does best.
+PRESETS["auto"] = dict(PRESETS["optimized"])
+# The knobs PIPELINE=auto chooses (each one the config leaves unset).
+TUNED = ("cache", "cache_form", "map_parallelism", "parse_batch", "prefetch_buffer", "private_threadpool")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,18 +100,21 @@ class DataOptions:
 class PipelineOptions:
     """The tf.data stages and their switches (``None``: from ``preset``)."""
 
-    preset: Literal["naive", "optimized", "dali"] = "optimized"  # PIPELINE=
+    preset: Literal["naive", "optimized", "dali", "auto"] = "optimized"  # PIPELINE=
     engine: Literal["tfdata", "dali"] | None = None  # who builds the pipeline (PIPELINE=dali: dali)
     interleave: bool | None = None  # read files in parallel (parallel interleave)
     cycle_length: int = 4  # files read at once; pinned so order is reproducible across machines
     block_length: int = 1  # consecutive records taken from one file
     read_parallelism: int | None = None  # interleave threads (-1 AUTOTUNE)
     vectorize: bool | None = None  # parse a batch of records per call instead of one record
-    parse_batch: int = 256  # records per vectorized parse call
+    parse_batch: int | None = None  # records per vectorized parse call (256)
     map_parallelism: int | None = None  # parallel calls of parse and augment (-1 AUTOTUNE)
     cache: bool | None = None  # cache parsed examples (before shuffle and augmentation)
     cache_path: str = ""  # '' caches in memory, else a file prefix on disk
-    cache_budget_mb: int = 8192  # refuse a memory cache larger than this (estimated from the split)
+    cache_form: Literal["decoded", "encoded"] | None = (
+        None  # memory cache of parsed values, or of the records (parsed each epoch; by input position only)
+    )
+    cache_budget_mb: float = 8192  # refuse a memory cache larger than this, MiB (estimated from the split)
     shuffle: bool | Literal["global"] = True  # shuffle training examples: a window of data.shuffle_buffer, or global
     order_cycle: int = 64  # files the window order reads round-robin together (at most the split's files)
     iterator_checkpoint: bool = False  # checkpoint TensorFlow's iterator state instead of the input position
@@ -119,8 +132,13 @@ class PipelineOptions:
     data_service: str = ""  # grpc://host:port of a tf.data service dispatcher ('' runs locally)
     service_mode: Literal["dynamic", "off"] = "dynamic"  # tf.data service processing mode
     service_timeout_s: float = 60.0  # fail when the service gives no element for this long
+    auto_budget_s: float = 0.0  # PIPELINE=auto: seconds it may measure (0: min(30 s, 10% of the run's input time))
+    auto_tunes: tuple[str, ...] | None = None  # PIPELINE=auto: the knobs of TUNED it chooses (those left unset)
 
     def __post_init__(self) -> None:
+        if self.auto_tunes is None:  # once, before the preset fills them in (replace() keeps it)
+            unset = tuple(k for k in TUNED if getattr(self, k) is None) if self.preset == "auto" else ()
+            object.__setattr__(self, "auto_tunes", unset)
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)

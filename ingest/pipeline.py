@@ -9,6 +9,7 @@ engine built. Runs on the host at build time.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import tensorflow as tf
 
@@ -52,6 +53,7 @@ def build(
             says whether the dataset and options allow it); None builds the stage list as before.
         order: the training order of ``position`` when the caller has it (else worked out here).
     """
+    started = time.perf_counter()
     request = _request(split, input_context, batch_size, training, seed, shuffle_buffer, repeat)
     if position is not None:
         reason = positioned.unsupported(dataset, options)
@@ -76,7 +78,8 @@ def build(
         from ingest import service  # Only runs that use the service load it.
 
         ds = service.distribute(ds, options, job_name=f"{dataset.name}-{split}")
-    return dataclasses.replace(built, dataset=stages.prefetch(ds, options=options))
+    ds = stages.prefetch(ds, options=options)
+    return dataclasses.replace(built, dataset=ds, build_s=time.perf_counter() - started)
 
 
 def training_order(

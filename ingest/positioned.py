@@ -19,6 +19,7 @@ so every topology draws the same randomness), preprocess, batch and options.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -129,21 +130,38 @@ def _count(dataset: Dataset, path: str) -> int:
 
 
 def reader_kind(dataset: Dataset, split: str, files: tuple[str, ...], options: PipelineOptions, order: Order) -> str:
-    """decoded, encoded or stream (see the module docstring); ``files`` are the split's (none in memory)."""
-    if options.cache and stages.memory_cache_fits(dataset, split, order.num_records, options):
+    """decoded, encoded or stream (see the module docstring); ``files`` are the split's (none in memory).
+
+    ``pipeline.cache_form=encoded`` holds the records instead of the parsed values (smaller, parsed
+    every epoch); so does a decoded cache that does not fit, when the records do."""
+    cached = bool(options.cache)
+    if (
+        cached
+        and options.cache_form == "decoded"
+        and stages.memory_cache_fits(dataset, split, order.num_records, options)
+    ):
         return "decoded"
-    if order.mode != "global":
+    if order.mode != "global" and not cached:
         return "stream"
     if not files:
         return "encoded"
     encoded_mb = sum(os.path.getsize(f) for f in files) / 2**20
-    if encoded_mb > options.cache_budget_mb:
-        raise DataError(
-            f"pipeline.shuffle=global on {dataset.name}/{split} holds its {encoded_mb:.0f} MiB of records in memory, "
-            f"more than pipeline.cache_budget_mb={options.cache_budget_mb}; raise the budget or use "
-            "pipeline.shuffle=true (a window of data.shuffle_buffer records)"
+    if encoded_mb <= options.cache_budget_mb:
+        return "encoded"
+    if order.mode != "global":
+        log.warning(
+            "not caching %s/%s: its %.0f MiB of records exceed pipeline.cache_budget_mb=%g too; streaming from files",
+            dataset.name,
+            split,
+            encoded_mb,
+            options.cache_budget_mb,
         )
-    return "encoded"
+        return "stream"
+    raise DataError(
+        f"pipeline.shuffle=global on {dataset.name}/{split} holds its {encoded_mb:.0f} MiB of records in memory, "
+        f"more than pipeline.cache_budget_mb={options.cache_budget_mb}; raise the budget or use "
+        "pipeline.shuffle=true (a window of data.shuffle_buffer records)"
+    )
 
 
 def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built:
@@ -201,8 +219,32 @@ def _canonical_records(dataset: Dataset, split: str, files: tuple[str, ...], opt
     )
 
 
+_tables: dict | None = None  # while tables_reused(): tables built, by what they hold
+
+
+@contextlib.contextmanager
+def tables_reused():
+    """Within: a split's in-memory table is built once and shared by every pipeline built (tuning)."""
+    global _tables
+    _tables = {}
+    try:
+        yield
+    finally:
+        _tables = None
+
+
 def _table(dataset, split, files, options, order: Order, *, parse: bool):
     """The split in memory, canonical order: parsed examples, or serialized records."""
+    key = (id(dataset), split, files, parse, order.num_records)
+    if _tables is not None and key in _tables:
+        return _tables[key]
+    table = _new_table(dataset, split, files, options, order, parse=parse)
+    if _tables is not None:
+        _tables[key] = table
+    return table
+
+
+def _new_table(dataset, split, files, options, order: Order, *, parse: bool):
     records = _canonical_records(dataset, split, files, options)
     if parse:
         records = stages.parse(records, dataset.parse, options=options, ordered=True)

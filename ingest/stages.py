@@ -143,7 +143,7 @@ def memory_cache_fits(dataset, split: str, examples: int, options: PipelineOptio
     if size_mb <= options.cache_budget_mb:
         return True
     log.warning(
-        "not caching %s/%s: about %.0f MiB parsed exceeds pipeline.cache_budget_mb=%d; "
+        "not caching %s/%s: about %.0f MiB parsed exceeds pipeline.cache_budget_mb=%g; "
         "set pipeline.cache_path to cache on disk",
         dataset.name,
         split,

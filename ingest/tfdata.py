@@ -99,6 +99,12 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
     """
     if request.position is not None:
         return positioned.build(dataset, request, options)
+    if options.cache and options.cache_form == "encoded" and request.training:
+        raise DataError(
+            "pipeline.cache_form=encoded gathers records by input position; this pipeline keeps "
+            "TensorFlow's iterator state instead (pipeline.iterator_checkpoint, DATA_SERVICE=, skip_corrupt "
+            "or cache_path): use pipeline.cache_form=decoded"
+        )
     if request.training and options.shuffle:
         _check_shuffle_budget(dataset, request.shuffle_buffer)
     pipelines, index = request.pipelines, request.index

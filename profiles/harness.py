@@ -57,7 +57,7 @@ def profile(config: RunConfig) -> Profile:
 
 def _profile(config: RunConfig, backend: Any) -> Profile:
     run = assemble(config, backend)  # what make train builds, checks included
-    dataset, built, trainer = run.dataset, run.built, run.trainer
+    config, dataset, built, trainer = run.config, run.dataset, run.built, run.trainer  # PIPELINE=auto applied
     p = config.profile
     fk, lk = dataset.feature_key, dataset.label_key
 
@@ -85,6 +85,7 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
         setup=_setup(config, dataset, built),
         input_examples_per_s=inp.median,
         input_first_batch_s=inp.first_s,
+        input_build_s=built.build_s,
         compute_step_s=times.compute_only_s,
         wait_s=scenarios.windowed_mean(times.waits, p.reps),
         compute_s=scenarios.windowed_mean(times.computes, p.reps),
@@ -93,7 +94,8 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
         stages=tuple(rates),
     )
     d = diagnose(m)
-    report.write(out_dir, m, d, config=config, tensorboard=tb)
+    auto = dict(run.auto.as_dict(), line=run.auto.line()) if run.auto else None
+    report.write(out_dir, m, d, config=config, tensorboard=tb, auto=auto)
     trace.write_summaries(
         out_dir,
         (out_dir / "report.md").read_text(),
@@ -162,6 +164,7 @@ def _setup(config: RunConfig, dataset: Dataset, built: Built) -> Setup:
         cpu_count=len(os.sched_getaffinity(0)),
         cache_path=o.cache_path,
         steps_per_loop=config.train.steps_per_loop,
+        run_examples=config.train.steps * config.train.batch_size if config.train.steps else config.train.epochs * n,
     )
 
 

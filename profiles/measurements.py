@@ -43,12 +43,13 @@ class Setup:
     shuffle_buffer: int = 0  # data.shuffle_buffer
     parsed_split_mb: float | None = None  # examples x bytes per parsed example (None: size unknown)
     available_ram_mb: float = 0.0  # host RAM available when measured
-    cache_budget_mb: int = 8192  # pipeline.cache_budget_mb
+    cache_budget_mb: float = 8192  # pipeline.cache_budget_mb
     decodes_images: bool = False  # parse decodes images (JPEG/PNG): a decode-bound pipeline can move to DALI
     has_augment: bool = False  # the dataset augments training examples
     cpu_count: int = 1  # cores of this host
     cache_path: str = ""  # pipeline.cache_path ('' caches in memory)
     steps_per_loop: int = 1  # train.steps_per_loop
+    run_examples: int = 0  # examples the run reads (epochs x split, or steps x batch; 0: unknown)
 
     @property
     def parallel_reads(self) -> int:
@@ -74,6 +75,7 @@ class Measurements:
     setup: Setup
     input_examples_per_s: float  # input-only: the whole pipeline iterated alone
     input_first_batch_s: float  # input-only: time to the first batch (startup, kept apart)
+    input_build_s: float = 0.0  # building the pipeline on the host (an in-memory table is filled then)
     compute_step_s: float  # compute-only: one cached batch repeated through the train step
     wait_s: float  # end-to-end: wait for the next batch per step (median over windows of the window mean)
     compute_s: float  # end-to-end: train step after the batch arrived (median over windows of the window mean)

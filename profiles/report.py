@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from profiles.diagnose import Diagnosis
+from profiles.diagnose import STARTUP, Diagnosis
 from profiles.measurements import Measurements
 from profiles.trace import TensorBoardVerdict
 from stoker import config as cfg
@@ -23,15 +23,23 @@ FILES = ("report.json", "report.md", "chart.png")
 
 
 def write(
-    out_dir: Path, m: Measurements, d: Diagnosis, *, config: Any = None, tensorboard: TensorBoardVerdict | None = None
+    out_dir: Path,
+    m: Measurements,
+    d: Diagnosis,
+    *,
+    config: Any = None,
+    tensorboard: TensorBoardVerdict | None = None,
+    auto: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write the three files into ``out_dir``; returns their paths."""
+    """Write the three files into ``out_dir``; returns their paths. ``auto``: PIPELINE=auto's choice
+    (``ingest.autotune.Choice.as_dict()`` plus its one ``line``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     body = {
         "config": cfg.to_dict(config) if config is not None else None,
         "measurements": m.as_dict(),
         "diagnosis": d.as_dict(),
         "tensorboard": tensorboard.as_dict() if tensorboard else None,
+        "auto": auto,
     }
     paths = [out_dir / name for name in FILES]
     paths[0].write_text(json.dumps(body, indent=2) + "\n")
@@ -49,7 +57,8 @@ def from_report(body: dict[str, Any], *, level: int = 1) -> str:
     m = Measurements.from_dict(body["measurements"])
     d = Diagnosis.from_dict(body["diagnosis"])
     tb = TensorBoardVerdict(**body["tensorboard"]) if body.get("tensorboard") else None
-    return markdown(m, d, tb, title=_title(body.get("config"), m), level=level)
+    auto = (body.get("auto") or {}).get("line", "")
+    return markdown(m, d, tb, title=_title(body.get("config"), m), level=level, auto=auto)
 
 
 def _title(config: dict[str, Any] | None, m: Measurements) -> str:
@@ -62,8 +71,11 @@ def _title(config: dict[str, Any] | None, m: Measurements) -> str:
     )
 
 
-def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, title: str, level: int = 1) -> str:
-    """The human report: verdict, the three scenarios, the stages and the advice."""
+def markdown(
+    m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, title: str, level: int = 1, auto: str = ""
+) -> str:
+    """The human report: verdict, the three scenarios, the stages and the advice (``auto``: what
+    PIPELINE=auto chose, one line under the verdict)."""
     ms = lambda s: f"{1e3 * s:.1f} ms"  # noqa: E731
     h = "#" * level
     lines = [
@@ -78,6 +90,16 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
             if d.cause == "per-step overhead"
             else ""
         ),
+        *(["", f"{auto}."] if auto else []),
+        *(
+            [
+                "",
+                f"**Start-up: {d.startup_s:.1f} s** before the first batch, {100 * d.startup_fraction:.0f}% of the "
+                "run's estimated time (building the pipeline, then its first batch).",
+            ]
+            if d.startup_fraction >= STARTUP
+            else []
+        ),
         "",
         f"Input costs {100 * d.input_cost_fraction:.0f}% of the end-to-end step in all: the wait, plus the step "
         f"slowed from {ms(m.compute_step_s)} alone to {ms(m.compute_s)} beside the pipeline (they share the "
@@ -85,8 +107,9 @@ def markdown(m: Measurements, d: Diagnosis, tb: TensorBoardVerdict | None, *, ti
         "",
         "| scenario | result |",
         "| --- | --- |",
-        f"| input-only (pipeline alone) | {m.input_examples_per_s:,.0f} examples/s; first batch after "
-        f"{m.input_first_batch_s:.2f} s |",
+        f"| input-only (pipeline alone) | {m.input_examples_per_s:,.0f} examples/s; "
+        + (f"built in {m.input_build_s:.2f} s, first batch " if m.input_build_s else "first batch after ")
+        + f"{m.input_first_batch_s:.2f} s{' later' if m.input_build_s else ''} |",
         f"| compute-only (one cached batch) | {ms(m.compute_step_s)} per step = "
         f"{m.compute_examples_per_s:,.0f} examples/s |",
         f"| end-to-end (real steps) | {ms(m.step_s)} per step = input wait {ms(m.wait_s)} + compute "

@@ -14,7 +14,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from ingest import datasets, pipeline, positioned, resample
+from ingest import autotune, datasets, pipeline, positioned, resample
 from ingest.dataset import Dataset
 from ingest.runconfig import RunConfig
 from strategies.backend import Backend
@@ -33,6 +33,8 @@ class Assembled:
     model: keras.Model
     optimizer: Any
     trainer: Trainer
+    config: RunConfig  # the run's config, PIPELINE=auto's choices applied (the one to build with)
+    auto: autotune.Choice | None = None  # what PIPELINE=auto chose and why (None for other presets)
 
 
 def assemble(config: RunConfig, backend: Backend, *, with_pipeline: bool = True) -> Assembled:
@@ -44,6 +46,8 @@ def assemble(config: RunConfig, backend: Backend, *, with_pipeline: bool = True)
     dataset = datasets.get(config.data)
     if backend.is_chief:
         ensure_prepared(dataset, config)
+    context = backend.input_context()
+    config, auto = tuned(config, dataset, pipelines=context.num_input_pipelines if context else 1)
     setup_precision_and_seeds(config, config.strategy.name)
     topo = backend.topology
     topo.local_batch(config.train.batch_size)  # checks divisibility with a clear message
@@ -54,7 +58,27 @@ def assemble(config: RunConfig, backend: Backend, *, with_pipeline: bool = True)
     model, optimizer = build_model(config, dataset, backend, topo.replicas)
     weights = loss_weights(config, dataset)
     trainer = Trainer(backend, model, optimizer, global_batch=config.train.batch_size, class_weights=weights)
-    return Assembled(dataset, built, model, optimizer, trainer)
+    return Assembled(dataset, built, model, optimizer, trainer, config, auto)
+
+
+def tuned(config: RunConfig, dataset: Dataset, *, pipelines: int = 1) -> tuple[RunConfig, autotune.Choice | None]:
+    """Host: ``config`` with PIPELINE=auto's choices for one of ``pipelines`` training pipelines
+    (measured here, or reused from an earlier run's saved choice); unchanged for other presets."""
+    if config.pipeline.preset != "auto":
+        return config, None
+    t, n = config.train, dataset.num_examples(config.data.train_split) or 0
+    run_examples = t.steps * t.batch_size if t.steps else t.epochs * n
+    target = autotune.Target(
+        dataset=dataset,
+        split=config.data.train_split,
+        batch_size=t.batch_size // pipelines,
+        seed=config.data.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+        run_examples=run_examples // pipelines,
+        data_dir=config.data.data_dir,
+    )
+    options, choice = autotune.resolve(config.pipeline, target)
+    return dataclasses.replace(config, pipeline=options), choice
 
 
 def loss_weights(config: RunConfig, dataset: Dataset) -> tuple[float, ...]:
@@ -106,8 +130,11 @@ def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
 
 
 def prepare(config: RunConfig) -> None:
-    """Host, before workers are launched: prepare the dataset once, so no worker reads half-written files."""
-    ensure_prepared(datasets.get(config.data), config)
+    """Host, before workers are launched: prepare the dataset once, so no worker reads half-written
+    files, and make PIPELINE=auto's choice once (the workers reuse what it saves)."""
+    dataset = datasets.get(config.data)
+    ensure_prepared(dataset, config)
+    tuned(config, dataset, pipelines=config.strategy.processes)
 
 
 def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replicas: int) -> tuple[keras.Model, Any]:

@@ -81,7 +81,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     t = config.train
     topo = backend.topology
     run = assembly.assemble(config, backend, with_pipeline=False)
-    dataset = run.dataset
+    config, dataset = run.config, run.dataset  # PIPELINE=auto's choices applied
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     objects: dict[str, Any] = {"model": run.model, "optimizer": run.optimizer, "step": step}
     order, why = assembly.training_order(config, dataset)
@@ -112,7 +112,8 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     total = t.steps or t.epochs * steps_per_epoch
     if backend.is_chief:
         config.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config.run_dir / "config.json", config.to_json())
+        written = json.loads(config.to_json()) | ({"auto": run.auto.as_dict()} if run.auto else {})
+        write_json_atomic(config.run_dir / "config.json", json.dumps(written, indent=2, sort_keys=True))
     loop = _Loop(config, backend, dataset, run.trainer, iterator, built, step, manager, steps_per_epoch, total)
     loop.input_state, loop.examples = state, examples
     metrics = loop.train()

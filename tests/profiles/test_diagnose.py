@@ -221,3 +221,116 @@ def test_the_memory_cache_is_not_proposed_to_a_run_that_has_it():
     assert "pipeline.cache_path=" not in [a.setting for a in diagnose(in_memory).advice]
     on_disk = dataclasses.replace(in_memory, setup=dataclasses.replace(OPTIMIZED, cache_path="/tmp/c"))
     assert "pipeline.cache_path=" in [a.setting for a in diagnose(on_disk).advice]
+
+
+def _current(s: Setup, key: str):
+    """The run's value of an advised setting (None when the setup does not record it)."""
+    fields = {
+        "pipeline.prefetch": "prefetch",
+        "pipeline.interleave": "interleave",
+        "pipeline.read_parallelism": "read_parallelism",
+        "pipeline.map_parallelism": "map_parallelism",
+        "pipeline.vectorize": "vectorize",
+        "pipeline.cache": "cache",
+        "pipeline.cache_path": "cache_path",
+        "pipeline.cycle_length": "cycle_length",
+        "SHARDS": "files",
+        "PIPELINE": "preset",
+        "data.shuffle_buffer": "shuffle_buffer",
+        "STEPS_PER_LOOP": "steps_per_loop",
+        "DATA_SERVICE": "data_service",
+    }
+    return getattr(s, fields[key]) if key in fields else None
+
+
+def _same(current, value: str) -> bool:
+    if isinstance(current, bool):
+        return current == (value == "true")
+    return str(current) == value
+
+
+def test_no_advice_proposes_what_the_run_already_has():
+    """A property over many made-up runs: every advice item changes at least one setting."""
+    import random
+
+    rng = random.Random(14)
+    names = ("read", "parse", "cache", "shuffle", "augment", "preprocess", "batch")
+    checked = 0
+    for _ in range(3000):
+        cache = rng.random() < 0.5
+        setup = Setup(
+            preset=rng.choice(["naive", "optimized", "dali", "auto"]),
+            batch_size=rng.choice([16, 64, 256]),
+            files=rng.choice([0, 1, 2, 4, 8, 64]),
+            interleave=rng.random() < 0.5,
+            cycle_length=rng.choice([1, 2, 4, 8]),
+            read_parallelism=rng.choice([-1, 1, 2, 4]),
+            map_parallelism=rng.choice([-1, 1, 2, 4]),
+            vectorize=rng.random() < 0.5,
+            cache=cache,
+            prefetch=rng.random() < 0.5,
+            data_service=rng.choice(["", "grpc://d:5050"]),
+            split_examples=rng.choice([None, 1000, 100_000]),
+            shuffle_buffer=rng.choice([0, 1024, 100_000]),
+            parsed_split_mb=rng.choice([None, 10.0, 50_000.0]),
+            available_ram_mb=rng.choice([1000.0, 16000.0]),
+            decodes_images=rng.random() < 0.5,
+            has_augment=rng.random() < 0.5,
+            cpu_count=rng.choice([1, 2, 8]),
+            cache_path=rng.choice(["", "/tmp/c"]) if cache else "",
+            steps_per_loop=rng.choice([1, 20, 80]),
+            run_examples=rng.choice([0, 1000, 1_000_000]),
+        )
+        stages = tuple(
+            StageRate(name=n, examples_per_s=rng.uniform(100, 100_000), first_s=rng.uniform(0, 5))
+            for n in names[: rng.randint(0, len(names))]
+        )
+        compute = rng.uniform(0.001, 0.1)
+        m = Measurements(
+            setup=setup,
+            input_examples_per_s=rng.uniform(100, 200_000),
+            input_first_batch_s=rng.uniform(0, 5),
+            input_build_s=rng.uniform(0, 60),
+            compute_step_s=compute,
+            wait_s=rng.choice([0.0, rng.uniform(0, 0.1)]),
+            compute_s=compute * rng.uniform(1, 2),
+            stages=stages,
+        )
+        for advice in diagnose(m).advice:
+            pairs = [t.split("=", 1) for t in advice.setting.split() if "=" in t]
+            known = [(k, v) for k, v in pairs if _current(setup, k) is not None]
+            if known:
+                checked += 1
+                assert not all(_same(_current(setup, k), v) for k, v in known), (advice, setup)
+    assert checked > 1000  # the property was exercised, not vacuous
+
+
+def _startup_case(parse_rate: float, *, cache: bool = True, build_s: float = 20.0) -> Measurements:
+    setup = dataclasses.replace(OPTIMIZED, cache=cache, batch_size=64, run_examples=64 * 300)  # 300 steps
+    stages = (
+        StageRate(name="read", examples_per_s=50_000, first_s=0.1),
+        StageRate(name="parse", examples_per_s=parse_rate, first_s=0.3),
+    )
+    m = make(setup, wait=0.0, compute=0.010, stages=stages)  # 6,400 examples/s consumed; 3 s of steps
+    return dataclasses.replace(m, input_build_s=build_s)
+
+
+def test_startup_is_a_finding_and_a_memory_cache_filled_up_front_is_questioned():
+    """Building the pipeline parses the split into memory for 20 s before a 3-s run: start-up is
+    named, and streaming is advised when read+parse alone outrun the model (with the time saved)."""
+    d = diagnose(_startup_case(parse_rate=40_000))
+    assert d.startup_s == pytest.approx(20.5) and d.startup_fraction > 0.8
+    assert "start-up: 20.5 s before the first batch" in d.summary
+    first = d.advice[0]
+    assert first.setting == "pipeline.cache=false" and "20.2 s sooner" in first.why
+
+
+def test_startup_advice_needs_a_stream_that_keeps_up_and_a_cache_to_drop():
+    slow = diagnose(_startup_case(parse_rate=8_000))  # streaming would starve the model: keep the cache
+    assert slow.startup_fraction > 0.8 and all(a.setting != "pipeline.cache=false" for a in slow.advice)
+    uncached = diagnose(_startup_case(parse_rate=40_000, cache=False))
+    assert all(a.setting != "pipeline.cache=false" for a in uncached.advice)
+    quick = diagnose(_startup_case(parse_rate=40_000, build_s=0.1))  # 0.6 s before 3 s of steps: 17%
+    short = diagnose(dataclasses.replace(_startup_case(parse_rate=40_000, build_s=0.0), input_first_batch_s=0.1))
+    assert quick.startup_fraction > 0.1 and short.startup_fraction < 0.1
+    assert "start-up" not in short.summary
