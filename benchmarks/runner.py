@@ -23,7 +23,7 @@ from benchmarks import machine
 from benchmarks.config import BenchConfig
 from stoker import files, processes
 
-SUITES = ("ceilings", "ablation", "loaders", "position", "loops", "auto")
+SUITES = ("ceilings", "ablation", "loaders", "position", "loops", "auto", "decode")
 log = logging.getLogger(__name__)
 
 

@@ -58,3 +58,39 @@ def test_normalize_is_x_over_255_minus_mean_over_std():
     x = tf.random.stateless_uniform([5, 5, 3], seed=[1, 2], maxval=255.0)
     mean, std = tf.constant([0.4, 0.5, 0.6]), tf.constant([0.2, 0.25, 0.3])
     np.testing.assert_allclose(image_ops.normalize(x, mean, std).numpy(), ((x / 255.0 - mean) / std).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("window", "ratio"),
+    [([0, 0, 63, 400], 1), ([0, 0, 64, 64], 2), ([8, 8, 130, 140], 4), ([0, 0, 256, 300], 8), ([0, 0, 300, 255], 4)],
+)
+def test_dct_ratio_is_the_largest_scale_keeping_the_output_size(window, ratio):
+    assert image_ops.RATIOS[int(image_ops.dct_ratio(tf.constant(window), CROP))] == ratio
+
+
+def test_reduced_scale_decode_equals_full_scale_below_twice_the_output_and_stays_close_above():
+    small = _jpeg(3, 60, 80)  # every window is < 2 x 32 on its short side or exactly the full path
+    for i in range(8):
+        a = image_ops.random_resized_crop(small, _seed(i), crop=CROP, fused=True)
+        seeds = tf.random.experimental.stateless_split(tf.cast(_seed(i), tf.int64), num=2)
+        window = image_ops.crop_window(tf.io.extract_jpeg_shape(small), seeds[0])
+        b = image_ops.random_resized_crop(small, _seed(i), crop=CROP, fused=True, scaled=True)
+        if int(image_ops.dct_ratio(window, CROP)) == 0:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    big = _jpeg(4, 512, 640)  # smooth 4x4 blocks upsampled: windows of 128+ px decode at 1/4 or 1/8
+    window = tf.constant([64, 96, 384, 400])
+    scaled = image_ops.decode_window_scaled(big, window, CROP)
+    assert scaled.shape == (384 // 8, 400 // 8, 3)
+    whole = tf.io.decode_and_crop_jpeg(big, window, channels=3)
+    ref = tf.image.resize(whole, [CROP, CROP], antialias=True)
+    mse = float(tf.reduce_mean((tf.image.resize(scaled, [CROP, CROP]) - ref) ** 2))
+    assert 10 * np.log10(255**2 / mse) > 20  # close: a fraction of the pixels decoded, not another image
+    for i in range(4):  # inside Dataset.map too
+        out = next(
+            iter(
+                tf.data.Dataset.from_tensors(big).map(
+                    lambda j, i=i: image_ops.random_resized_crop(j, _seed(i), crop=CROP, scaled=True)
+                )
+            )
+        )
+        assert out.shape == (CROP, CROP, 3)
