@@ -9,7 +9,6 @@ through the ``stoker.datasets`` entry point group; ``ingest.testing`` checks the
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 from ingest.options import DataOptions
 from ingest.sources import tfrecord
+from stoker import storage
 from stoker.errors import CorruptDataError, DataError
 
 INFO_FILE = "dataset_info.json"
@@ -34,7 +34,7 @@ def file_crc32c(path: str | os.PathLike) -> int:
     import google_crc32c
 
     crc = google_crc32c.Checksum()
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             crc.update(chunk)
     return int.from_bytes(crc.digest(), "big")
@@ -46,6 +46,10 @@ class Dataset:
     The defaults describe a dataset prepared by stoker: TFRecord shards named
     ``<data_dir>/<name>/<split>-NNNNN-of-NNNNN.tfrecord[.gz]`` beside a ``dataset_info.json``
     that records examples and bytes per shard.
+
+    ``data_dir`` may be a URL (``s3://``, ``gs://``): :attr:`root` is then a
+    :class:`stoker.storage.Url`, and :meth:`files` trusts only the shards ``dataset_info.json``
+    lists (an object store has no atomic folder rename, so prepare writes that file last).
     """
 
     name: ClassVar[str] = ""
@@ -58,9 +62,9 @@ class Dataset:
 
     # ---- where the data is --------------------------------------------------------------
     @property
-    def root(self) -> Path:
-        """The dataset's folder, ``<data_dir>/<name>``."""
-        return Path(self.options.data_dir) / self.name
+    def root(self) -> Path | storage.Url:
+        """The dataset's folder, ``<data_dir>/<name>`` (a ``Url`` when ``data_dir`` is one)."""
+        return storage.location(self.options.data_dir) / self.name
 
     @property
     def info(self) -> dict[str, Any]:
@@ -85,13 +89,15 @@ class Dataset:
 
     def files(self, split: str) -> list[str]:
         """Sorted file paths of ``split``; raises :class:`DataError` naming the pattern if none."""
+        if storage.is_url(self.options.data_dir):
+            return self._listed_files(split)
         if not Path(self.options.data_dir).is_dir():
             raise DataError(
                 f"DATA_DIR {self.options.data_dir!r} does not exist; create it or run "
                 f"`make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
             )
         pattern = str(self.root / f"{split}-*.tfrecord*")
-        found = sorted(glob.glob(pattern))
+        found = storage.glob(pattern)
         if not found:
             raise DataError(
                 f"no files match {pattern!r} for split {split!r} of dataset {self.name!r}; "
@@ -107,6 +113,40 @@ class Dataset:
                     INFO_FILE,
                 )
         return found
+
+    def _listed_files(self, split: str) -> list[str]:
+        """Object storage: the shards ``dataset_info.json`` lists, each present with its written size.
+
+        Prepare writes the info file last, after every shard is complete, so a folder without it
+        is an unfinished (or interrupted) prepare: nothing in it is read.
+        """
+        if not self.is_prepared():
+            raise DataError(
+                f"{self.root / INFO_FILE} does not exist: {self.root} holds no finished prepare (an interrupted "
+                f"one leaves shards without it, and they are not read); run `make prepare DATASET={self.name} "
+                f"DATA_DIR={self.options.data_dir}`"
+            )
+        shards = self.info.get("splits", {}).get(split, {}).get("shards")
+        if not shards:
+            raise DataError(
+                f"{self.root / INFO_FILE} lists no shards for split {split!r} of dataset {self.name!r}; "
+                f"run `make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
+            )
+        paths = [str(self.root / s["file"]) for s in shards]
+        present = set(storage.glob(str(self.root / f"{split}-*")))
+        for path, shard in zip(paths, shards, strict=True):
+            if path not in present:
+                raise CorruptDataError(
+                    f"{path} is listed in {INFO_FILE} but missing: re-run `make prepare DATASET={self.name} "
+                    f"DATA_DIR={self.options.data_dir}` (or restore the object)"
+                )
+            if storage.size(path) != shard["bytes"]:
+                raise CorruptDataError(
+                    f"{path} is {storage.size(path)} bytes but was written as {shard['bytes']} bytes: it was "
+                    f"truncated or overwritten; re-run `make prepare DATASET={self.name} "
+                    f"DATA_DIR={self.options.data_dir}`"
+                )
+        return sorted(paths)
 
     def _check_sizes(self, split: str, found: list[str]) -> None:
         shards = self.info.get("splits", {}).get(split, {}).get("shards")

@@ -20,6 +20,7 @@ from typing import Literal
 
 from ingest.options import DataOptions, PipelineOptions
 from stoker import config as cfg
+from stoker import storage
 from stoker.files import write_json_atomic
 from strategies.options import StrategyOptions
 
@@ -127,8 +128,9 @@ class RunConfig:
     profile: ProfileOptions = ProfileOptions()
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.train.runs_dir) / self.train.run_name
+    def run_dir(self) -> Path | storage.Url:
+        """``<runs_dir>/<run_name>``: a local folder, or a URL (``s3://``, ``gs://``) written through gfile."""
+        return storage.location(self.train.runs_dir) / self.train.run_name
 
     def __post_init__(self) -> None:
         # DETERMINISTIC=1 promises the same example order: the pipeline must keep order too.
