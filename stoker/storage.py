@@ -79,6 +79,14 @@ def open_file(path: str | os.PathLike, mode: str = "rb") -> IO[Any]:
     return _gfile(str(path)).GFile(str(path), mode)
 
 
+def register(url: str) -> None:
+    """Make ``url``'s filesystem known to TensorFlow ops that take a path (``Dataset.cache``,
+    ``TFRecordDataset``) and check its bucket: for a path that stoker hands to TensorFlow unopened."""
+    if is_url(url):
+        _gfile(url)
+        check_bucket(url)
+
+
 def used_object_store() -> bool:
     """Whether this process has touched ``s3://`` (see :func:`exit_process`)."""
     return _state["s3_used"]

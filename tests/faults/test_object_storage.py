@@ -151,3 +151,19 @@ def test_missing_bucket_or_endpoint_is_one_clear_error(s3_env):
     down = _run(_prepare_cmd(s3.url("down"), []), timeout=100)
     assert down.returncode == 2 and time.monotonic() - began < 60, down.stdout[-2000:] + down.stderr[-2000:]
     assert "does not answer" in down.stdout and "s3://stoker-test/down" in down.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_disk_cache_in_a_bucket(s3_env, shapes_dir, tmp_path):
+    """Local data and run, ``pipeline.cache_path`` in the bucket: only the cache touches s3://."""
+    s3 = s3_env
+    items = [f"DATA_DIR={shapes_dir}", "CONFIG=tiny", "EPOCHS=2", "BATCH=32"]
+    sets = [
+        "data.train_examples=256 data.eval_examples=64 data.image_size=32 train.eval_every_epoch=false "
+        f"pipeline.cache=true pipeline.cache_path={s3.url('cache/shapes')}"
+    ]
+    metrics = runs.train(tmp_path, "cached", items, sets, timeout=150)
+    assert metrics["steps"] == 2 * 256 // 32
+    cached = s3.object("cache").listing()
+    assert any(k.startswith("cache/shapes") and k.endswith(".index") for k in cached), cached
