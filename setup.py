@@ -46,6 +46,7 @@ setup(
             "hypothesis>=6.100,<7",
             "ruff>=0.6,<1",
             "moto[server]==5.2.5",  # a local S3 server (moto_server) for the object-storage tests and benchmark
+            "gcp-storage-emulator==2026.7.19",  # a local GCS server for tests/ingest/test_beam_gcs.py
         ],
     },
     entry_points={
