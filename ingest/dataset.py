@@ -146,6 +146,11 @@ class Dataset:
                     f"truncated or overwritten; re-run `make prepare DATASET={self.name} "
                     f"DATA_DIR={self.options.data_dir}`"
                 )
+            if "crc32c" in shard and file_crc32c(path) != shard["crc32c"]:
+                raise CorruptDataError(
+                    f"{path} does not match the checksum recorded when it was written (crc32c): its bytes changed; "
+                    f"re-run `make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
+                )
         return sorted(paths)
 
     def _check_sizes(self, split: str, found: list[str]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +30,7 @@ from ingest.built import Built, Position, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
 from ingest.order import Order, Slots
+from stoker import storage
 from stoker.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def reader_kind(dataset: Dataset, split: str, files: tuple[str, ...], options: P
         return "stream"
     if not files:
         return "encoded"
-    encoded_mb = sum(os.path.getsize(f) for f in files) / 2**20
+    encoded_mb = sum(storage.size(f) for f in files) / 2**20
     if encoded_mb > options.cache_budget_mb:
         raise DataError(
             f"pipeline.shuffle=global on {dataset.name}/{split} holds its {encoded_mb:.0f} MiB of records in memory, "

@@ -16,11 +16,14 @@ TensorFlow's GCS filesystem (``tensorflow-io-gcs-filesystem``), credentials from
 tensorflow-io's S3 filesystem leaves static AWS SDK objects that abort the process as it exits
 ("pure virtual method called", exit code 134: an EC2 metadata client destroyed after the HTTP
 layer it uses; the SDK's shutdown call is not exported). :func:`exit_process` therefore ends a
-process that used ``s3://`` with ``os._exit`` after flushing Python's streams and logs.
+process that used ``s3://`` with ``os._exit`` after flushing Python's streams and logs; processes
+stoker's entry points do not end, Beam's worker processes writing shards, get the same at
+interpreter exit (:func:`_end_without_teardown`), with the exit code Python would have used.
 """
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import glob as _glob
 import logging
@@ -117,8 +120,41 @@ def _gfile(url: str):
         _endpoint_from_standard_variables()
         import tensorflow_io  # noqa: F401  (registers s3:// with tf.io.gfile)
 
-        _state["s3_used"] = True
+        if not _state["s3_used"]:
+            _state["s3_used"] = True
+            if _main_module() == BEAM_WORKER:
+                _end_without_teardown()
     return tf.io.gfile
+
+
+BEAM_WORKER = "apache_beam.runners.worker.sdk_worker_main"  # DirectRunner multi_processing's worker
+
+
+def _main_module() -> str:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec is not None else ""
+
+
+def _end_without_teardown() -> None:
+    """Beam's worker processes: at interpreter exit, ``os._exit`` with the code Python would use (0,
+    ``sys.exit``'s, 1 after an uncaught exception), so the AWS SDK's static teardown never runs.
+
+    Only there: the worker ends by returning or raising, which this sees; a ``raise SystemExit(n)``
+    elsewhere would not be seen and would leave as 0. Registered when ``s3://`` is first used, so it
+    runs before the exit handlers registered earlier (``logging``'s flush is done here)."""
+    code = {"value": 0}
+    hook, real_exit = sys.excepthook, sys.exit
+
+    def on_uncaught(*exc: Any) -> None:
+        code["value"] = 1
+        hook(*exc)
+
+    def on_exit(status: Any = None) -> None:
+        code["value"] = status if isinstance(status, int) else (0 if status is None else 1)
+        real_exit(status)
+
+    sys.excepthook, sys.exit = on_uncaught, on_exit
+    atexit.register(lambda: exit_process(code["value"]))
 
 
 def _endpoint_from_standard_variables() -> None:

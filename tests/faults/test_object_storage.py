@@ -13,8 +13,10 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +73,8 @@ def test_prepare_train_kill_resume_all_in_a_bucket(s3_env):
     started = time.monotonic()
     prepared = _run(_prepare_cmd(s3.url("data"), DATA), timeout=120)
     assert prepared.returncode == 0, prepared.stdout[-2000:] + prepared.stderr[-2000:]
+    beam_log = (Path(tempfile.gettempdir()) / "s3_stoker-test_data_shapes.prepare.log").read_text()
+    assert "exited with return code" not in beam_log and "pure virtual" not in beam_log, beam_log[-3000:]
     info = json.loads(s3.object("data/shapes/dataset_info.json").read_text())
     assert info["splits"]["train"]["num_examples"] == EXAMPLES and len(info["splits"]["train"]["shards"]) == 4
 
