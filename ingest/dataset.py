@@ -9,6 +9,7 @@ through the ``stoker.datasets`` entry point group; ``ingest.testing`` checks the
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -68,12 +69,30 @@ class Dataset:
 
     @property
     def info(self) -> dict[str, Any]:
-        """The parsed ``dataset_info.json`` ({} when there is none)."""
+        """The parsed ``dataset_info.json`` ({} when there is none).
+
+        On object storage the parsed file is kept while its size and modification time stay the
+        same (one metadata request per call instead of three and a download)."""
         path = self.root / INFO_FILE
+        if isinstance(path, storage.Url):
+            return self._url_info(path)
         if not path.is_file():
             return {}
+        return self._parse_info(path, path.read_text())
+
+    def _url_info(self, path: storage.Url) -> dict[str, Any]:
+        version = path.version()
+        if version is None:
+            return {}
+        kept = self.__dict__.get("_url_info_kept")
+        if kept is None or kept[0] != version:
+            kept = (version, self._parse_info(path, path.read_text()))
+            self.__dict__["_url_info_kept"] = kept
+        return copy.deepcopy(kept[1])
+
+    def _parse_info(self, path: Path | storage.Url, text: str) -> dict[str, Any]:
         try:
-            return json.loads(path.read_text())
+            return json.loads(text)
         except json.JSONDecodeError as err:
             raise CorruptDataError(
                 f"{path}: not valid JSON ({err}); re-run `make prepare DATASET={self.name}`"

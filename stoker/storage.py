@@ -338,3 +338,13 @@ class Url:
 
     def size(self) -> int:
         return self._fs.stat(self._url).length
+
+    def version(self) -> tuple[int, int] | None:
+        """(bytes, modification time in ns) of this object, None when there is none (one request)."""
+        import tensorflow as tf
+
+        try:
+            stat = self._fs.stat(self._url)
+        except tf.errors.NotFoundError:
+            return None
+        return None if stat.is_directory else (stat.length, stat.mtime_nsec)

@@ -14,6 +14,7 @@ import pytest
 
 from ingest.sources import tfrecord
 from stoker import files, storage
+from stoker.errors import CorruptDataError
 
 
 def test_local_paths_are_plain_paths(tmp_path):
@@ -58,3 +59,28 @@ def test_gzip_shards_round_trip_through_gfile():
     tfrecord.write(path, [b"a" * 100, b"b"], "GZIP")
     assert list(tfrecord.iter_records(path, "GZIP")) == [b"a" * 100, b"b"]
     assert [r.numpy() for r in tfrecord.read(path, "GZIP")] == [b"a" * 100, b"b"]
+
+
+def test_dataset_info_on_a_url_is_reread_when_the_file_changes():
+    from ingest.dataset import INFO_FILE, Dataset
+    from ingest.options import DataOptions
+
+    class Named(Dataset):
+        name = "named"
+
+    ds = Named(DataOptions(name="named", data_dir="ram://stoker-test-storage/info"))
+    assert ds.info == {} and not ds.is_prepared()
+    files.atomic_write(ds.root / INFO_FILE, json.dumps({"label_names": ["a", "b"]}))
+    assert ds.info == {"label_names": ["a", "b"]} and ds.num_classes == 2
+    ds.info["label_names"].append("mutated")  # a caller's change does not reach the kept copy
+    assert ds.num_classes == 2
+    # ram:// appends on "wb" where other filesystems replace, and reports mtime 0: remove first,
+    # and change the size so the kept copy is known stale.
+    (ds.root / INFO_FILE).unlink()
+    assert ds.info == {}
+    files.atomic_write(ds.root / INFO_FILE, json.dumps({"label_names": ["a", "b", "c"]}))
+    assert ds.num_classes == 3
+    (ds.root / INFO_FILE).unlink()
+    files.atomic_write(ds.root / INFO_FILE, "{broken")
+    with pytest.raises(CorruptDataError, match="dataset_info.json: not valid JSON"):
+        ds.info  # noqa: B018
