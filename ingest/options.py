@@ -52,7 +52,7 @@ class DataOptions:
     """Which dataset, where it lives, and how it is made (``make prepare``)."""
 
     name: str = "shapes"  # registered dataset name (`make datasets` lists them)
-    data_dir: str = "data"  # root holding <data_dir>/<name>/ (TFRecord shards + dataset_info.json)
+    data_dir: str = "data"  # root holding <data_dir>/<name>/ (TFRecord shards + dataset_info.json); or s3://, gs://
     train_split: str = "train"  # split trained on
     eval_split: str = "validation"  # split evaluated on ('' to skip evaluation)
     shuffle_buffer: int = 4096  # examples held by the shuffle stage
@@ -100,7 +100,7 @@ class PipelineOptions:
     parse_batch: int = 256  # records per vectorized parse call
     map_parallelism: int | None = None  # parallel calls of parse and augment (-1 AUTOTUNE)
     cache: bool | None = None  # cache parsed examples (before shuffle and augmentation)
-    cache_path: str = ""  # '' caches in memory, else a file prefix on disk
+    cache_path: str = ""  # '' caches in memory, else a file prefix on disk (or in a bucket: s3://...)
     cache_budget_mb: int = 8192  # refuse a memory cache larger than this (estimated from the split)
     shuffle: bool | Literal["global"] = True  # shuffle training examples: a window of data.shuffle_buffer, or global
     order_cycle: int = 64  # files the window order reads round-robin together (at most the split's files)

@@ -76,7 +76,7 @@ class TrainOptions:
     log_every: int = 20  # steps between progress lines
     eval_every_epoch: bool = True  # evaluate the eval split after each epoch
     run_name: str = "default"  # runs/<run_name>/
-    runs_dir: str = "runs"
+    runs_dir: str = "runs"  # runs/<run_name>/ go here; a bucket URL (s3://bucket/runs) works too
     prepare_missing: bool = True  # run the dataset's prepare step when its files are missing
     record_ids: bool = False  # append each step's example ids to runs/<run>/ids/worker_<i>.txt (tests)
     steps_per_loop: int = 1  # steps per compiled call; logs, checkpoints, eval and SIGTERM at loop ends
