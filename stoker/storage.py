@@ -24,7 +24,6 @@ interpreter exit (:func:`_end_without_teardown`), with the exit code Python woul
 from __future__ import annotations
 
 import atexit
-import fnmatch
 import glob as _glob
 import logging
 import os
@@ -318,11 +317,8 @@ class Url:
         self.write_bytes(data.encode("utf-8"))
 
     def glob(self, pattern: str) -> list[Url]:
-        """Entries of this folder whose names match ``pattern`` (one level, like ``Path.glob``)."""
-        if not self.is_dir():
-            return []
-        names = [n.rstrip("/") for n in self._fs.listdir(self._url)]
-        return [self / n for n in sorted(names) if fnmatch.fnmatchcase(n, pattern)]
+        """Paths under this folder matching ``pattern`` (``*`` within one level, as ``Path.glob``), sorted."""
+        return [Url(p) for p in sorted(self._fs.glob(f"{self._url}/{pattern.strip('/')}"))]
 
     def unlink(self, missing_ok: bool = False) -> None:
         if missing_ok and not self._fs.exists(self._url):
