@@ -84,3 +84,18 @@ def test_dataset_info_on_a_url_is_reread_when_the_file_changes():
     files.atomic_write(ds.root / INFO_FILE, "{broken")
     with pytest.raises(CorruptDataError, match="dataset_info.json: not valid JSON"):
         ds.info  # noqa: B018
+
+
+def test_s3_endpoint_from_the_standard_variables(monkeypatch):
+    for key in ("S3_ENDPOINT", "S3_USE_HTTPS", "S3_VERIFY_SSL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # port 9 (discard) refuses here
+    storage._endpoint_from_standard_variables()
+    assert storage.os.environ["S3_ENDPOINT"] == "http://127.0.0.1:9"
+    assert storage.os.environ["S3_USE_HTTPS"] == "0" and storage.os.environ["S3_VERIFY_SSL"] == "0"
+    problem = storage._endpoint_problem()
+    assert "http://127.0.0.1:9" in problem and "does not answer" in problem
+    monkeypatch.setenv("S3_ENDPOINT", "https://s3.example.test")
+    monkeypatch.setenv("S3_USE_HTTPS", "1")
+    storage._endpoint_from_standard_variables()  # an explicit S3_ENDPOINT and S3_USE_HTTPS win
+    assert storage.os.environ["S3_ENDPOINT"] == "https://s3.example.test" and storage.os.environ["S3_USE_HTTPS"] == "1"
