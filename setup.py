@@ -40,7 +40,14 @@ setup(
         "dali-tf": ["nvidia-dali-tf-plugin-cuda120==2.4.0"],
         "horovod": ["horovod==0.28.1"],
         "torch": ["torch==2.13.0"],
-        "test": ["pytest>=8,<9", "pytest-timeout>=2.3,<3", "hypothesis>=6.100,<7", "ruff>=0.6,<1"],
+        "test": [
+            "pytest>=8,<9",
+            "pytest-timeout>=2.3,<3",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6,<1",
+            "moto[server]==5.2.5",  # a local S3 server (moto_server) for the object-storage tests and benchmark
+            "gcp-storage-emulator==2026.7.19",  # a local GCS server for tests/ingest/test_beam_gcs.py
+        ],
     },
     entry_points={
         "stoker.datasets": [

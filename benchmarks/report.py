@@ -22,12 +22,14 @@ RATIOS = (
     "vs_optimized",
     "x_optimized_per_example",
     "vs_buffer_shuffle",
+    "vs_local_disk",
 )  # compared with A/A noise
 # Extra columns, in this order, shown when any row of a group has them: (key, header, format).
 COLUMNS = (
     ("x_naive", "x naive", "{:.2f}"),
     ("vs_optimized", "vs optimized", "{:.2f}"),
     ("vs_buffer_shuffle", "vs buffer shuffle", "{:.2f}"),
+    ("vs_local_disk", "vs local disk", "{:.2f}"),
     ("x_optimized_per_example", "x optimized per-example", "{:.2f}"),
     ("of_bound", "of decode bound", "{:.0%}"),
     ("stoker_over_this", "stoker / this", "{:.2f}"),
@@ -52,6 +54,8 @@ TITLES = {
     "checkpoint": "Checkpoint of the default model and Adam: what the input state adds",
     "loop clicks": "Steps per compiled call, clicks MLP (training examples/s, one device)",
     "loop synthetic": "Steps per compiled call, 64 px CNN on synthetic images (training examples/s, one device)",
+    "object storage: records": "Object storage, read path: local disk vs s3:// on a local server (one host: overhead)",
+    "object storage: pipeline": "Object storage, optimized pipeline without cache: disk vs s3:// (one host)",
 }
 SAME = " ~"  # marks a ratio within the group's A/A spread
 

@@ -45,6 +45,7 @@ from ingest import pipeline, positioned
 from ingest.built import Position
 from ingest.dataset import Dataset
 from ingest.options import AUTOTUNE, PipelineOptions
+from stoker import storage
 from stoker.files import write_json_atomic
 
 log = logging.getLogger("stoker")
@@ -118,7 +119,7 @@ def resolve(
     if options.preset != "auto" or not options.auto_tunes:
         return options, None
     key = _key(options, target)
-    path = Path(target.data_dir) / ".stoker-auto" / f"{key}.json"
+    path = storage.location(target.data_dir) / ".stoker-auto" / f"{key}.json"
     saved = _load(path)
     if saved is not None:
         choice = dataclasses.replace(saved, reused=True, tuning_s=0.0)
@@ -137,7 +138,7 @@ def _key(options: PipelineOptions, t: Target) -> str:
     """The dataset's content, the request, the knobs left to tune and this host, hashed."""
     ds = t.dataset
     root = getattr(ds, "root", None)
-    info = Path(root) / "dataset_info.json" if root else None
+    info = storage.location(root) / "dataset_info.json" if root else None
     content = info.read_text() if info is not None and info.is_file() else repr(ds.options)
     fixed = {k: v for k, v in dataclasses.asdict(options).items() if k not in options.auto_tunes}
     host = (platform.node(), len(os.sched_getaffinity(0)), psutil.virtual_memory().total // 2**30, tf.__version__)
@@ -145,7 +146,9 @@ def _key(options: PipelineOptions, t: Target) -> str:
     return f"{ds.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def _load(path: Path) -> Choice | None:
+def _load(path: Path | storage.Url) -> Choice | None:
+    if not path.is_file():
+        return None
     try:
         raw = json.loads(path.read_text())
         return Choice(**{k: tuple(v) if k == "untried" else v for k, v in raw.items()})
@@ -218,7 +221,7 @@ def _cache_choice(options: PipelineOptions, t: Target, *, addressed: bool) -> tu
     n = ds.num_examples(split) or 0
     decoded_mb = n * ds.example_bytes() / 2**20
     files = [] if ds.in_memory(split) is not None else ds.files(split)
-    encoded_mb = sum(os.path.getsize(f) for f in files) / 2**20 if files else decoded_mb
+    encoded_mb = sum(storage.size(f) for f in files) / 2**20 if files else decoded_mb
     room = min(options.cache_budget_mb, psutil.virtual_memory().available / 2**21)
     passes = t.run_examples / n if n and t.run_examples else 2.0
     sizes = f"parsed split {decoded_mb:,.0f} MiB, records {encoded_mb:,.0f} MiB, room {room:,.0f} MiB"

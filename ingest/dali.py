@@ -33,7 +33,7 @@ from ingest.built import Built, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
 from ingest.sources import tfrecord
-from stoker import files
+from stoker import files, storage
 from stoker.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,11 @@ def write_index(shard: str | Path, index: str | Path) -> int:
 
 def index_files(dataset: Dataset, files: list[str]) -> list[str]:
     """Index files of ``files`` under ``<dataset>/dali_index/`` (a temp folder if read-only), made if stale."""
+    if storage.is_url(dataset.root):
+        raise DataError(
+            f"PIPELINE=dali reads local files only and {dataset.root} is object storage; use the tf.data "
+            "pipeline (the default) or copy the dataset to a local DATA_DIR"
+        )
     folder = dataset.root / "dali_index"
     try:
         folder.mkdir(exist_ok=True)

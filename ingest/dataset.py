@@ -9,7 +9,7 @@ through the ``stoker.datasets`` entry point group; ``ingest.testing`` checks the
 
 from __future__ import annotations
 
-import glob
+import copy
 import json
 import logging
 import os
@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from ingest.options import DataOptions
 from ingest.sources import tfrecord
+from stoker import storage
 from stoker.errors import CorruptDataError, DataError
 
 INFO_FILE = "dataset_info.json"
@@ -34,7 +35,7 @@ def file_crc32c(path: str | os.PathLike) -> int:
     import google_crc32c
 
     crc = google_crc32c.Checksum()
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             crc.update(chunk)
     return int.from_bytes(crc.digest(), "big")
@@ -46,6 +47,10 @@ class Dataset:
     The defaults describe a dataset prepared by stoker: TFRecord shards named
     ``<data_dir>/<name>/<split>-NNNNN-of-NNNNN.tfrecord[.gz]`` beside a ``dataset_info.json``
     that records examples and bytes per shard.
+
+    ``data_dir`` may be a URL (``s3://``, ``gs://``): :attr:`root` is then a
+    :class:`stoker.storage.Url`, and :meth:`files` trusts only the shards ``dataset_info.json``
+    lists (an object store has no atomic folder rename, so prepare writes that file last).
     """
 
     name: ClassVar[str] = ""
@@ -58,18 +63,36 @@ class Dataset:
 
     # ---- where the data is --------------------------------------------------------------
     @property
-    def root(self) -> Path:
-        """The dataset's folder, ``<data_dir>/<name>``."""
-        return Path(self.options.data_dir) / self.name
+    def root(self) -> Path | storage.Url:
+        """The dataset's folder, ``<data_dir>/<name>`` (a ``Url`` when ``data_dir`` is one)."""
+        return storage.location(self.options.data_dir) / self.name
 
     @property
     def info(self) -> dict[str, Any]:
-        """The parsed ``dataset_info.json`` ({} when there is none)."""
+        """The parsed ``dataset_info.json`` ({} when there is none).
+
+        On object storage the parsed file is kept while its size and modification time stay the
+        same (one metadata request per call instead of three and a download)."""
         path = self.root / INFO_FILE
+        if isinstance(path, storage.Url):
+            return self._url_info(path)
         if not path.is_file():
             return {}
+        return self._parse_info(path, path.read_text())
+
+    def _url_info(self, path: storage.Url) -> dict[str, Any]:
+        version = path.version()
+        if version is None:
+            return {}
+        kept = self.__dict__.get("_url_info_kept")
+        if kept is None or kept[0] != version:
+            kept = (version, self._parse_info(path, path.read_text()))
+            self.__dict__["_url_info_kept"] = kept
+        return copy.deepcopy(kept[1])
+
+    def _parse_info(self, path: Path | storage.Url, text: str) -> dict[str, Any]:
         try:
-            return json.loads(path.read_text())
+            return json.loads(text)
         except json.JSONDecodeError as err:
             raise CorruptDataError(
                 f"{path}: not valid JSON ({err}); re-run `make prepare DATASET={self.name}`"
@@ -85,13 +108,15 @@ class Dataset:
 
     def files(self, split: str) -> list[str]:
         """Sorted file paths of ``split``; raises :class:`DataError` naming the pattern if none."""
+        if storage.is_url(self.options.data_dir):
+            return self._listed_files(split)
         if not Path(self.options.data_dir).is_dir():
             raise DataError(
                 f"DATA_DIR {self.options.data_dir!r} does not exist; create it or run "
                 f"`make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
             )
         pattern = str(self.root / f"{split}-*.tfrecord*")
-        found = sorted(glob.glob(pattern))
+        found = storage.glob(pattern)
         if not found:
             raise DataError(
                 f"no files match {pattern!r} for split {split!r} of dataset {self.name!r}; "
@@ -107,6 +132,45 @@ class Dataset:
                     INFO_FILE,
                 )
         return found
+
+    def _listed_files(self, split: str) -> list[str]:
+        """Object storage: the shards ``dataset_info.json`` lists, each present with its written size.
+
+        Prepare writes the info file last, after every shard is complete, so a folder without it
+        is an unfinished (or interrupted) prepare: nothing in it is read.
+        """
+        if not self.is_prepared():
+            raise DataError(
+                f"{self.root / INFO_FILE} does not exist: {self.root} holds no finished prepare (an interrupted "
+                f"one leaves shards without it, and they are not read); run `make prepare DATASET={self.name} "
+                f"DATA_DIR={self.options.data_dir}`"
+            )
+        shards = self.info.get("splits", {}).get(split, {}).get("shards")
+        if not shards:
+            raise DataError(
+                f"{self.root / INFO_FILE} lists no shards for split {split!r} of dataset {self.name!r}; "
+                f"run `make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
+            )
+        paths = [str(self.root / s["file"]) for s in shards]
+        present = set(storage.glob(str(self.root / f"{split}-*")))
+        for path, shard in zip(paths, shards, strict=True):
+            if path not in present:
+                raise CorruptDataError(
+                    f"{path} is listed in {INFO_FILE} but missing: re-run `make prepare DATASET={self.name} "
+                    f"DATA_DIR={self.options.data_dir}` (or restore the object)"
+                )
+            if storage.size(path) != shard["bytes"]:
+                raise CorruptDataError(
+                    f"{path} is {storage.size(path)} bytes but was written as {shard['bytes']} bytes: it was "
+                    f"truncated or overwritten; re-run `make prepare DATASET={self.name} "
+                    f"DATA_DIR={self.options.data_dir}`"
+                )
+            if "crc32c" in shard and file_crc32c(path) != shard["crc32c"]:
+                raise CorruptDataError(
+                    f"{path} does not match the checksum recorded when it was written (crc32c): its bytes changed; "
+                    f"re-run `make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
+                )
+        return sorted(paths)
 
     def _check_sizes(self, split: str, found: list[str]) -> None:
         shards = self.info.get("splits", {}).get(split, {}).get("shards")

@@ -62,7 +62,7 @@ class DataOptions:
     """Which dataset, where it lives, and how it is made (``make prepare``)."""
 
     name: str = "shapes"  # registered dataset name (`make datasets` lists them)
-    data_dir: str = "data"  # root holding <data_dir>/<name>/ (TFRecord shards + dataset_info.json)
+    data_dir: str = "data"  # root holding <data_dir>/<name>/ (TFRecord shards + dataset_info.json); or s3://, gs://
     train_split: str = "train"  # split trained on
     eval_split: str = "validation"  # split evaluated on ('' to skip evaluation)
     shuffle_buffer: int = 4096  # examples held by the shuffle stage
@@ -110,7 +110,7 @@ class PipelineOptions:
     parse_batch: int | None = None  # records per vectorized parse call (256)
     map_parallelism: int | None = None  # parallel calls of parse and augment (-1 AUTOTUNE)
     cache: bool | None = None  # cache parsed examples (before shuffle and augmentation)
-    cache_path: str = ""  # '' caches in memory, else a file prefix on disk
+    cache_path: str = ""  # '' caches in memory, else a file prefix on disk (or in a bucket: s3://...)
     cache_form: Literal["decoded", "encoded"] | None = (
         None  # memory cache of parsed values, or of the records (parsed each epoch; by input position only)
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +31,7 @@ from ingest.built import Built, Position, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
 from ingest.order import Order, Slots
+from stoker import storage
 from stoker.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def reader_kind(dataset: Dataset, split: str, files: tuple[str, ...], options: P
         return "stream"
     if not files:
         return "encoded"
-    encoded_mb = sum(os.path.getsize(f) for f in files) / 2**20
+    encoded_mb = sum(storage.size(f) for f in files) / 2**20
     if encoded_mb <= options.cache_budget_mb:
         return "encoded"
     if order.mode != "global":

@@ -20,6 +20,7 @@ from typing import Literal
 
 from ingest.options import DataOptions, PipelineOptions
 from stoker import config as cfg
+from stoker import storage
 from stoker.files import write_json_atomic
 from strategies.options import StrategyOptions
 
@@ -75,7 +76,7 @@ class TrainOptions:
     log_every: int = 20  # steps between progress lines
     eval_every_epoch: bool = True  # evaluate the eval split after each epoch
     run_name: str = "default"  # runs/<run_name>/
-    runs_dir: str = "runs"
+    runs_dir: str = "runs"  # runs/<run_name>/ go here; a bucket URL (s3://bucket/runs) works too
     prepare_missing: bool = True  # run the dataset's prepare step when its files are missing
     record_ids: bool = False  # append each step's example ids to runs/<run>/ids/worker_<i>.txt (tests)
     steps_per_loop: int = 1  # steps per compiled call; logs, checkpoints, eval and SIGTERM at loop ends
@@ -127,8 +128,9 @@ class RunConfig:
     profile: ProfileOptions = ProfileOptions()
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.train.runs_dir) / self.train.run_name
+    def run_dir(self) -> Path | storage.Url:
+        """``<runs_dir>/<run_name>``: a local folder, or a URL (``s3://``, ``gs://``) written through gfile."""
+        return storage.location(self.train.runs_dir) / self.train.run_name
 
     def __post_init__(self) -> None:
         # DETERMINISTIC=1 promises the same example order: the pipeline must keep order too.

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from ingest.options import AUTOTUNE, PipelineOptions
+from stoker import storage
 
 log = logging.getLogger(__name__)
 Example = dict[str, tf.Tensor]
@@ -100,7 +101,9 @@ def one_at_a_time(fn: Callable[[tf.Tensor], Example]) -> Callable[[tf.Tensor], E
 
 
 def cache(ds: tf.data.Dataset, *, options: PipelineOptions) -> tf.data.Dataset:
-    """Keep parsed examples after the first epoch, in memory or in ``cache_path`` files."""
+    """Keep parsed examples after the first epoch, in memory or in ``cache_path`` files (a URL too)."""
+    if options.cache and options.cache_path:
+        storage.register(options.cache_path)
     return ds.cache(options.cache_path) if options.cache else ds
 
 

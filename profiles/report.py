@@ -8,6 +8,7 @@ time split into input wait and compute.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ from profiles.diagnose import STARTUP, Diagnosis
 from profiles.measurements import Measurements
 from profiles.trace import TensorBoardVerdict
 from stoker import config as cfg
+from stoker import storage
 
 log = logging.getLogger(__name__)
 FILES = ("report.json", "report.md", "chart.png")
@@ -172,5 +174,10 @@ def chart(m: Measurements, d: Diagnosis, path: Path) -> None:
     right.set_title(f"{d.verdict_text}: {100 * d.input_fraction:.1f}% input wait")
     right.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if storage.is_url(path):  # matplotlib writes local files or file objects: render, then upload
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
+        path.write_bytes(png.getvalue())
+    else:
+        fig.savefig(path, dpi=100)
     plt.close(fig)

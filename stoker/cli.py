@@ -100,13 +100,28 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def main_guard(fn: Callable[[], int]) -> None:
-    """Run ``fn``; a stoker or config error prints one clear line and exits 2 (no traceback)."""
+    """Run ``fn``; a stoker or config error prints one clear line and exits 2 (no traceback).
+
+    The process ends through :func:`stoker.storage.exit_process`, so a run that used ``s3://``
+    exits with its own code rather than the AWS SDK's abort at teardown."""
+    import traceback
+
+    from stoker import storage
     from stoker.config import ConfigError
     from stoker.errors import StokerError
     from stoker.registry import RegistryError
 
     try:
-        sys.exit(fn())
+        code = fn()
     except (ConfigError, StokerError, RegistryError) as err:
         logging.getLogger("stoker").error("%s", err)
-        sys.exit(2)
+        code = 2
+    except BaseException as err:  # only to keep the exit code once s3:// was used; re-raised otherwise
+        if not storage.used_object_store():
+            raise
+        if isinstance(err, SystemExit):
+            code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+        else:
+            traceback.print_exc()
+            code = 130 if isinstance(err, KeyboardInterrupt) else 1
+    storage.exit_process(code)

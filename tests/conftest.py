@@ -54,7 +54,10 @@ def clicks_dir(tmp_path_factory) -> str:
 # Tests that may skip under CI, each with the reason. CI installs every extra (DALI, torch,
 # Horovod), so any other skip there means a component went missing and fails the run instead of
 # hiding in the summary. Keys are node-id prefixes.
-ALLOWED_SKIPS: dict[str, str] = {}
+ALLOWED_SKIPS: dict[str, str] = {
+    "tests/ingest/test_beam_gcs.py": "Beam's GCS IO needs google-cloud-storage (apache-beam[gcp]), which is not in "
+    "stoker's stack; it checks Beam's gs:// against gcp-storage-emulator when both are installed",
+}
 
 
 def _strict_skips() -> bool:

@@ -12,18 +12,20 @@ from typing import Any
 
 import tensorflow as tf
 
+from stoker import storage
 from strategies.backend import Backend
 
 
 class IdRecorder:
     """``runs/<run>/ids/worker_<i>.txt``: one line per step, the step then its example ids."""
 
-    def __init__(self, run_dir: Path, worker_index: int, enabled: bool) -> None:
+    def __init__(self, run_dir: Path | storage.Url, worker_index: int, enabled: bool) -> None:
         self._file = None
         if enabled:
             ids_dir = run_dir / "ids"
             ids_dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(ids_dir / f"worker_{worker_index}.txt", "a")  # noqa: SIM115
+            # On object storage each flush uploads the whole object again (a test aid, not for long runs).
+            self._file = storage.open_file(str(ids_dir / f"worker_{worker_index}.txt"), "a")
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +49,7 @@ class IdRecorder:
 class Summaries:
     """TensorBoard scalars and images under ``runs/<run>/tensorboard`` (chief only; others write nothing)."""
 
-    def __init__(self, run_dir: Path, chief: bool) -> None:
+    def __init__(self, run_dir: Path | storage.Url, chief: bool) -> None:
         self._writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:

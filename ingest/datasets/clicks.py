@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from ingest.dataset import INFO_FILE, Dataset, file_crc32c
 from ingest.sources import parquet
+from stoker import storage
 from stoker.errors import DataError
 
 NUMERIC = [f"f{i}" for i in range(8)]
@@ -59,7 +60,15 @@ class Clicks(Dataset):
     def num_classes(self) -> int:
         return 2
 
+    def _local_only(self) -> None:
+        if storage.is_url(self.options.data_dir):
+            raise DataError(
+                f"clicks (Parquet) reads and writes local files only and DATA_DIR {self.options.data_dir!r} is "
+                "object storage; give a local DATA_DIR (shapes and TFRecord datasets take a bucket URL)"
+            )
+
     def files(self, split: str) -> list[str]:
+        self._local_only()
         if not Path(self.options.data_dir).is_dir():
             raise DataError(f"DATA_DIR {self.options.data_dir!r} does not exist; run `make prepare DATASET=clicks`")
         pattern = str(self.root / f"{split}-*.parquet")
@@ -99,6 +108,7 @@ class Clicks(Dataset):
 
     def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict:
         """Write Parquet shards and dataset_info.json (pyarrow; small enough for one process)."""
+        self._local_only()
         o = self.options
         partial = self.root.with_name(self.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

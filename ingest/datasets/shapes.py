@@ -25,6 +25,7 @@ from ingest.dataset import Dataset
 from ingest.options import DataOptions
 from ingest.prepare import beam_job
 from ingest.sources import synthetic
+from stoker import storage
 
 LABELS = ("circle", "square", "triangle", "cross")
 DEFAULT_SIZES = {"train": 8000, "validation": 1000}
@@ -100,13 +101,15 @@ class Shapes(Dataset):
             )
 
     @property
-    def root(self) -> Path:
+    def root(self) -> Path | storage.Url:
         """``<data_dir>/shapes``, or ``shapes-skew-<fractions>`` with ``data.class_fractions``."""
         fractions = self.options.class_fractions
         if not fractions:
             return super().root
         total = sum(fractions)
-        return Path(self.options.data_dir) / ("shapes-skew-" + "-".join(f"{f / total:.3g}" for f in fractions))
+        return storage.location(self.options.data_dir) / (
+            "shapes-skew-" + "-".join(f"{f / total:.3g}" for f in fractions)
+        )
 
     @property
     def size(self) -> int:

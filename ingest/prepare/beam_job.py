@@ -7,6 +7,13 @@ statistics and the dataset's own metadata go into ``dataset_info.json``, written
 job writes into ``<root>.partial`` and renames it to ``<root>`` at the end: an interrupted
 job leaves nothing a later run would trust, and the next prepare starts over.
 
+On object storage (``DATA_DIR=s3://...`` or ``gs://...``) a folder rename is a copy of every
+object, not atomic. There the job deletes ``dataset_info.json`` first, then the old objects,
+writes each shard under its final name (an object appears whole when its upload completes) and
+writes ``dataset_info.json`` last, after every shard is complete; readers trust only the shards
+it lists (``Dataset.files``), so an interrupted job is never read as complete. Beam's own log
+then goes to a local temporary folder.
+
 Runs on DirectRunner (``multi_processing``, one worker per core) by default; ``--runner``
 and any other Beam flag pass straight through, so the same job runs on Flink, Spark or
 Dataflow (with ``data_dir`` on storage every worker can reach).
@@ -17,8 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +39,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ingest.sources import tfrecord
-from stoker import cli, files, processes
+from stoker import cli, files, processes, storage
 
 log = logging.getLogger(__name__)
 # make_example(split, index) -> (serialized record, per-channel pixel sums [3, 3] or None)
@@ -52,7 +61,7 @@ class _WriteShard(beam.DoFn):
         (split, shard), items = keyed
         items = sorted(items)  # by example index: shard contents do not depend on the runner
         name = shard_name(split, shard, self.shards, self.compression)
-        count, size = tfrecord.write(Path(self.out_dir) / name, (rec for _, rec, _ in items), self.compression)
+        count, size = tfrecord.write(_join(self.out_dir, name), (rec for _, rec, _ in items), self.compression)
         stats = sum((s for _, _, s in items if s is not None), np.zeros((3, 3)))
         yield {"split": split, "file": name, "num_examples": count, "bytes": size, "stats": stats.tolist()}
 
@@ -67,14 +76,19 @@ def _beam_options(runner: str, beam_args: list[str], workers: int) -> PipelineOp
     return PipelineOptions(args)
 
 
-def _progress(out_dir: Path, total: int, done: threading.Event) -> None:
-    """Show shards finished while the job runs (polls the output folder; local paths)."""
+def _join(folder: str, name: str) -> str | Path:
+    return f"{folder.rstrip('/')}/{name}" if storage.is_url(folder) else Path(folder) / name
+
+
+def _progress(out_dir: Path | storage.Url, total: int, done: threading.Event) -> None:
+    """Show shards finished while the job runs (polls the output folder; a bucket every 2 s)."""
     from tqdm import tqdm
 
+    poll_s = 2.0 if isinstance(out_dir, storage.Url) else 0.5
     with tqdm(
         total=total, desc="prepare: shards written", unit="shard", file=sys.stdout
     ) as bar:  # fd 2 is the job's log
-        while not done.wait(0.5):
+        while not done.wait(poll_s):
             n = len([p for p in out_dir.glob("*.tfrecord*")]) if out_dir.is_dir() else 0
             bar.update(n - bar.n)
         n = len(list(out_dir.glob("*.tfrecord*"))) if out_dir.is_dir() else 0
@@ -94,9 +108,16 @@ def run(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Generate ``splits`` (name -> example count) into ``root``; returns dataset_info."""
-    root = Path(root)
-    partial = root.with_name(root.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # a previous interrupted job: start over
+    root = storage.location(root)
+    if isinstance(root, storage.Url):
+        partial = root  # no atomic rename: dataset_info.json, written last, is the commit
+        (root / "dataset_info.json").unlink(missing_ok=True)  # first: the old shards stop being trusted
+        root.rmtree()
+        beam_log = Path(tempfile.gettempdir()) / (re.sub(r"[^\w.-]+", "_", str(root)) + ".prepare.log")
+    else:
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)  # a previous interrupted job: start over
+        beam_log = root.with_name(root.name + ".prepare.log")  # Beam's and its workers' own output
     partial.mkdir(parents=True)
     workers = workers or os.cpu_count() or 1
     options = _beam_options(runner, beam_args or [], workers)
@@ -105,7 +126,6 @@ def run(
     bar = threading.Thread(target=_progress, args=(partial, shards * len(splits), done), daemon=True)
     bar.start()
     start = time.perf_counter()
-    beam_log = root.with_name(root.name + ".prepare.log")  # Beam's and its workers' own output
     beam_log.unlink(missing_ok=True)
     try:
         with cli.stderr_to(beam_log), beam.Pipeline(options=options) as p:
@@ -136,8 +156,9 @@ def run(
         done.set()
         bar.join()
     result = json.loads((partial / "dataset_info.json").read_text())
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
+    if partial != root:
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
     log.info(
         "prepared %s in %.1f s: %s",
         root,
@@ -162,4 +183,4 @@ def _write_info(metas: list[dict[str, Any]], out_dir: str, info: dict[str, Any])
         std = np.sqrt(np.maximum(total[1] / total[2] - mean**2, 0.0))
         info = dict(info, mean=mean.round(4).tolist(), std=std.round(4).tolist())
     out = dict(info, splits=splits)
-    files.atomic_write(Path(out_dir) / "dataset_info.json", json.dumps(out, indent=2))
+    files.atomic_write(_join(out_dir, "dataset_info.json"), json.dumps(out, indent=2))

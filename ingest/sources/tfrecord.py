@@ -18,7 +18,7 @@ from pathlib import Path
 import google_crc32c
 import tensorflow as tf
 
-from stoker import files
+from stoker import files, storage
 
 _MASK_DELTA = 0xA282EAD8
 _MAX_RECORD = 1 << 31  # A declared length past this is damage, not data: never allocate it.
@@ -41,6 +41,9 @@ def frame(record: bytes) -> bytes:
 
 
 def _open(path: str | Path, compression: str) -> io.BufferedIOBase:
+    if storage.is_url(path):
+        raw = storage.open_file(path, "rb")
+        return gzip.GzipFile(fileobj=raw, mode="rb") if compression == "GZIP" else raw
     return gzip.open(path, "rb") if compression == "GZIP" else open(path, "rb")  # noqa: SIM115
 
 
@@ -116,7 +119,7 @@ def frames(path: str | Path, compression: str = "") -> Iterator[tuple[int, int]]
     try:
         with _open(path, compression) as f:
             offset = 0
-            size = None if compression == "GZIP" else Path(path).stat().st_size
+            size = None if compression == "GZIP" else storage.size(path)
             while True:
                 head = f.read(12)
                 if not head:
@@ -131,7 +134,8 @@ def frames(path: str | Path, compression: str = "") -> Iterator[tuple[int, int]]
                 if size is None:
                     skipped = len(f.read(length + 4))
                 else:
-                    skipped = min(f.seek(length + 4, io.SEEK_CUR), size) - offset - 12
+                    f.seek(length + 4, io.SEEK_CUR)  # gfile's seek returns None: ask tell()
+                    skipped = min(f.tell(), size) - offset - 12
                 if skipped < length + 4:
                     raise FramingError(f"truncated record at {offset} ({skipped} of {length + 4} bytes)")
                 yield offset, 12 + length + 4
@@ -166,7 +170,12 @@ def read_valid(path: str, compression: str = "") -> tf.data.Dataset:
 
 
 def write(path: str | Path, records: list[bytes] | Iterator[bytes], compression: str = "") -> tuple[int, int]:
-    """Write records atomically (temp name, then rename); returns (records, bytes on disk)."""
+    """Write records atomically (temp name, then rename); returns (records, bytes on disk).
+
+    A URL is written under its final name: an object appears whole when its upload completes
+    (a rename on object storage is a copy), and readers trust only shards dataset_info.json lists."""
+    if storage.is_url(path):
+        return _write_object(str(path), records, compression)
     path = Path(path)
     tmp, path = files.atomic_target(path)
     count = 0
@@ -176,3 +185,15 @@ def write(path: str | Path, records: list[bytes] | Iterator[bytes], compression:
             count += 1
     tmp.replace(path)
     return count, path.stat().st_size
+
+
+def _write_object(url: str, records: list[bytes] | Iterator[bytes], compression: str) -> tuple[int, int]:
+    count = 0
+    with storage.open_file(url, "wb") as raw:
+        out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if compression == "GZIP" else raw
+        for record in records:
+            out.write(frame(record))
+            count += 1
+        if out is not raw:
+            out.close()  # writes the gzip trailer into ``raw``
+    return count, storage.size(url)
