@@ -63,10 +63,23 @@ def _command(kind: str, tmp) -> tuple[list[str], float]:
     raise ValueError(kind)
 
 
+def _terminal_signals() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it. A shell's background
+    job (``make test-kills &``, a CI runner) inherits SIGINT ignored, and Python keeps an inherited
+    SIG_IGN, so without this a Ctrl-C during start-up would be ignored by design rather than tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(cmd: list[str], mark: str) -> subprocess.Popen:
     env = dict(runs.env(), **{MARK: mark})
-    return subprocess.Popen(
-        cmd, cwd=runs.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    return subprocess.Popen(  # noqa: PLW1509 (only a signal disposition is set before exec)
+        cmd,
+        cwd=runs.REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_terminal_signals,
     )
 
 
