@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 
-from benchmarks import data, rates
+from benchmarks import data, position, rates
 from benchmarks.config import BenchConfig
 from benchmarks.runner import SuiteResult, Target, row
-from ingest import autotune, pipeline
-from ingest.built import Position
+from ingest import autotune
 from ingest.options import PipelineOptions
 
 AUTO_BUDGET_S = 30.0
@@ -46,21 +45,6 @@ HAND: tuple[tuple[str, PipelineOptions], ...] = (
     ("misconfigured: no cache, 1-thread pool", dataclasses.replace(OPT, cache=False, private_threadpool=1)),
 )
 EPOCHS = 3  # the run auto tunes for (its share of time and whether a cache pays)
-
-
-def _build(dataset, options: PipelineOptions, cfg: BenchConfig) -> pipeline.Built:
-    order, why = pipeline.training_order(dataset, "train", options, seed=0, shuffle_buffer=cfg.shuffle_buffer)
-    return pipeline.build(
-        dataset,
-        "train",
-        options,
-        batch_size=cfg.batch,
-        training=True,
-        seed=0,
-        shuffle_buffer=cfg.shuffle_buffer,
-        position=Position() if order is not None else None,
-        order=order,
-    )
 
 
 def _budget(cfg: BenchConfig) -> float:
@@ -85,7 +69,7 @@ def choose(dataset, cfg: BenchConfig) -> tuple[PipelineOptions, autotune.Choice]
 def group_rows(cfg: BenchConfig, dataset, group: str) -> tuple[list[dict], list[Target], float]:
     auto_options, choice = choose(dataset, cfg)
     variants = [*HAND, (AUTO, auto_options), ("optimized" + AA, OPT)]
-    entries = [lambda o=o: rates.entry(_build(dataset, o, cfg).dataset) for _, o in variants]
+    entries = [lambda o=o: rates.entry(position.build(dataset, o, True, cfg).dataset) for _, o in variants]
     window = cfg.clicks_window_batches if dataset.name == "clicks" else cfg.window_batches
     measured = rates.one_by_one(entries, cfg, warm_examples=dataset.num_examples("train"), window=window)
     by = {name: m for (name, _), m in zip(variants, measured, strict=True)}

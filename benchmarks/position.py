@@ -56,7 +56,7 @@ def balanced(dataset):
     return datasets.get(dataclasses.replace(dataset.options, class_weights=CLASS_WEIGHTS))
 
 
-def _build(dataset, options: PipelineOptions, positioned: bool, cfg: BenchConfig) -> pipeline.Built:
+def build(dataset, options: PipelineOptions, positioned: bool, cfg: BenchConfig) -> pipeline.Built:
     return pipeline.build(
         dataset,
         "train",
@@ -72,7 +72,7 @@ def _build(dataset, options: PipelineOptions, positioned: bool, cfg: BenchConfig
 def order_rows(cfg: BenchConfig, dataset) -> tuple[list[dict], list[Target], float]:
     resampled = balanced(dataset)
     entries = [
-        lambda v=v: rates.entry(_build(resampled if v[0] == BALANCED else dataset, v[1], v[2], cfg).dataset)
+        lambda v=v: rates.entry(build(resampled if v[0] == BALANCED else dataset, v[1], v[2], cfg).dataset)
         for v in VARIANTS
     ]
     epoch = dataset.num_examples("train")
@@ -155,7 +155,7 @@ def quality_rows(cfg: BenchConfig, dataset) -> list[dict]:
     n = dataset.num_examples("train")
     rows = []
     for name, options, positioned in VARIANTS[:3]:
-        it = iter(_build(dataset, options, positioned, cfg).dataset)
+        it = iter(build(dataset, options, positioned, cfg).dataset)
         seen: list[int] = []
         while len(seen) < n - cfg.batch:
             seen.extend(next(it)["id"].numpy().tolist())
@@ -209,7 +209,7 @@ def checkpoint_rows(cfg: BenchConfig, dataset) -> tuple[list[dict], list[Target]
     step = tf.Variable(0, dtype=tf.int64)
     order, _ = pipeline.training_order(dataset, "train", OPT, seed=0, shuffle_buffer=cfg.shuffle_buffer)
     state = InputState(order, dataset.name)
-    it = iter(_build(dataset, OPT, False, cfg).dataset)
+    it = iter(build(dataset, OPT, False, cfg).dataset)
     for _ in range(2 * cfg.shuffle_buffer // cfg.batch + 2):  # the shuffle buffer full, as mid-epoch
         next(it)
     reps = max(5, 2 * cfg.reps)

@@ -159,18 +159,21 @@ class Dataset:
                     f"{path} is listed in {INFO_FILE} but missing: re-run `make prepare DATASET={self.name} "
                     f"DATA_DIR={self.options.data_dir}` (or restore the object)"
                 )
-            if storage.size(path) != shard["bytes"]:
-                raise CorruptDataError(
-                    f"{path} is {storage.size(path)} bytes but was written as {shard['bytes']} bytes: it was "
-                    f"truncated or overwritten; re-run `make prepare DATASET={self.name} "
-                    f"DATA_DIR={self.options.data_dir}`"
-                )
-            if "crc32c" in shard and file_crc32c(path) != shard["crc32c"]:
-                raise CorruptDataError(
-                    f"{path} does not match the checksum recorded when it was written (crc32c): its bytes changed; "
-                    f"re-run `make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`"
-                )
+            self._check_shard(path, shard, f"`make prepare DATASET={self.name} DATA_DIR={self.options.data_dir}`")
         return sorted(paths)
+
+    def _check_shard(self, path: str, shard: dict, redo: str) -> None:
+        """``path`` still has the size and checksum ``dataset_info.json`` recorded for it (else: re-run ``redo``)."""
+        if storage.size(path) != shard["bytes"]:
+            raise CorruptDataError(
+                f"{path} is {storage.size(path)} bytes but was written as {shard['bytes']} bytes: it was "
+                f"truncated or overwritten; re-run {redo}"
+            )
+        if "crc32c" in shard and file_crc32c(path) != shard["crc32c"]:
+            raise CorruptDataError(
+                f"{path} does not match the checksum recorded when it was written (crc32c): its bytes changed; "
+                f"re-run {redo}"
+            )
 
     def _check_sizes(self, split: str, found: list[str]) -> None:
         shards = self.info.get("splits", {}).get(split, {}).get("shards")
@@ -184,17 +187,9 @@ class Dataset:
                 f"{sorted(expected)}; re-run `make prepare DATASET={self.name}`"
             )
         for path in found:
-            shard = expected[os.path.basename(path)]
-            if os.path.getsize(path) != shard["bytes"]:
-                raise CorruptDataError(
-                    f"{path} is {os.path.getsize(path)} bytes but was written as {shard['bytes']} bytes: it was "
-                    f"truncated or overwritten; re-run `make prepare DATASET={self.name}` (or restore the file)"
-                )
-            if "crc32c" in shard and file_crc32c(path) != shard["crc32c"]:
-                raise CorruptDataError(
-                    f"{path} does not match the checksum recorded when it was written (crc32c): its bytes changed; "
-                    f"re-run `make prepare DATASET={self.name}` (or restore the file)"
-                )
+            self._check_shard(
+                path, expected[os.path.basename(path)], f"`make prepare DATASET={self.name}` (or restore the file)"
+            )
 
     def num_examples(self, split: str) -> int | None:
         """Examples in ``split`` when known (from ``dataset_info.json``)."""

@@ -10,8 +10,8 @@ start-up to about the end of a normal run, and then requires that no process car
 is left 10 s later. After its attempts, each kind's command is run again to completion (the
 service: until it reports ready, then stopped with SIGTERM, leaving nothing).
 
-``STOKER_KILLS`` attempts per kind and way (1 by default); ``make test-kills`` runs 10. Not part of
-``make test`` yet (see KINDS).
+``STOKER_KILLS`` attempts per kind and way (1 by default, as ``make test`` runs it); ``make
+test-kills`` runs 10.
 """
 
 from __future__ import annotations
@@ -141,8 +141,6 @@ def _to_completion(kind: str, cmd: list[str], tmp) -> None:
     assert not left, f"{kind}: processes left 10 s after a normal end: {left}"
 
 
-# Not in make test yet: fresh-clone CI runs found processes left after a kill (the service once, a
-# horovod run once, 2026-12-03) that local runs did not; make test-kills runs it until that is fixed.
 KINDS = ["multi_worker", "horovod", "beam", "data_service"]
 
 
