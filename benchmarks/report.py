@@ -303,6 +303,28 @@ def findings(results: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+@renders("docs/pipeline.md", "auto-choices")
+def _auto_block(root: Path) -> str:
+    results = _official(root)
+    if "auto" not in results:
+        return "No committed `auto` suite yet: `make bench` writes one.\n"
+    lines = [
+        "| dataset | `auto` chose | tuning | `auto` | best hand-tuned row | `auto` / best |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for group in sorted({r["group"] for r in results["auto"]["rows"]}):
+        rows = _rows(results["auto"], group)
+        auto = rows["auto"]
+        hand = {n: r for n, r in rows.items() if n != "auto" and "A/A" not in n}
+        best = max(hand, key=lambda n: hand[n]["median"])
+        chose = ", ".join(f"{k}={v}" for k, v in sorted(auto["chose"].items())) or "(nothing measured)"
+        lines.append(
+            f"| {group.removeprefix('auto ')} | {chose} | {auto['tuning_s']} s | {auto['median']:,.0f}/s | "
+            f"{best} ({hand[best]['median']:,.0f}/s) | {auto['median'] / hand[best]['median']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 @renders("benchmarks/README.md", "findings")
 def _findings_block(root: Path) -> str:
     return "".join(f"- {line}\n" for line in findings(_official(root)))

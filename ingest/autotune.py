@@ -243,12 +243,13 @@ def _candidates(options: PipelineOptions, tunes: set[str]) -> list[tuple[str, li
     """(knob, values other than the current one), most likely to pay first."""
     cores = len(os.sched_getaffinity(0))
     grid: list[tuple[str, list[Any]]] = [
-        ("map_parallelism", [AUTOTUNE, cores, 2 * cores]),
+        ("map_parallelism", [AUTOTUNE, 1, cores, 2 * cores]),  # 1: small maps can lose more to hand-offs than they gain
         ("parse_batch", [64, 256, 1024] if options.vectorize else []),
         ("prefetch_buffer", [AUTOTUNE, 2, 8] if options.prefetch else []),
         ("private_threadpool", [0, cores + 1]),
     ]
-    return [(k, [v for v in vs if v != getattr(options, k)]) for k, vs in grid if k in tunes and vs]
+    out = [(k, [v for v in dict.fromkeys(vs) if v != getattr(options, k)]) for k, vs in grid if k in tunes]
+    return [(k, vs) for k, vs in out if vs]
 
 
 @dataclasses.dataclass(frozen=True)
