@@ -59,8 +59,8 @@ data-service: setup  ## run a tf.data service dispatcher and WORKERS workers on 
 tensorboard: setup  ## TensorBoard on runs/$(RUN) (or all runs)
 	$(VENV)/bin/tensorboard --logdir runs/$(RUN) --host 127.0.0.1
 
-test: setup  ## all tests, slow multi-process ones included (the kill matrix once per kind and way)
-	$(PY) -m pytest -q
+test: setup  ## all tests, slow multi-process ones included (the kill matrix is make test-kills)
+	$(PY) -m pytest -q --ignore=tests/faults/test_kill_matrix.py
 
 test-kills: setup  ## the kill matrix 10 times: every kind of run killed in each of 4 ways, nothing left behind
 	STOKER_KILLS=10 $(PY) -m pytest -q tests/faults/test_kill_matrix.py

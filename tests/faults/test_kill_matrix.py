@@ -10,8 +10,8 @@ start-up to about the end of a normal run, and then requires that no process car
 is left 10 s later. After its attempts, each kind's command is run again to completion (the
 service: until it reports ready, then stopped with SIGTERM, leaving nothing).
 
-``STOKER_KILLS`` attempts per kind and way (1 by default, as ``make test`` runs it); ``make
-test-kills`` runs 10.
+``STOKER_KILLS`` attempts per kind and way (1 by default); ``make test-kills`` runs 10. Not in
+``make test``: its fresh-clone CI run of 2026-12-03 (commit 7df6efc) failed the multi_worker kind.
 """
 
 from __future__ import annotations
