@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 PR_SET_PDEATHSIG = 1  # prctl option: signal sent to this process when its parent dies
@@ -103,6 +103,24 @@ def marked(var: str, mark: str) -> list:
             if proc.pid not in skip and mark in proc.environ().get(var, "").split(":"):
                 out.append(proc)
         except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def kill_lingering(find: Callable[[], list], seconds: float = 10.0) -> list[str]:
+    """Wait up to ``seconds`` for ``find()`` (e.g. :func:`marked`) to return nothing; SIGKILL what it
+    still returns then, and describe each ("pid N (status): command line")."""
+    import psutil
+
+    deadline = time.monotonic() + seconds
+    while (left := find()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    out = []
+    for proc in left:
+        try:
+            out.append(f"pid {proc.pid} ({proc.status()}): {' '.join(proc.cmdline())[:200]}")
+            proc.kill()
+        except psutil.Error:
             continue
     return out
 

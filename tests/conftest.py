@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import time  # noqa: E402
 import uuid  # noqa: E402
 
 import psutil  # noqa: E402
@@ -92,18 +91,9 @@ def leftover_processes() -> list[psutil.Process]:
 
 def pytest_sessionfinish(session, exitstatus):
     """No process a test started may outlive the suite (given 10 s to end): fail the run if one does."""
-    deadline = time.monotonic() + 10
-    while (left := leftover_processes()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if not left:
+    lines = processes.kill_lingering(leftover_processes)
+    if not lines:
         return
-    lines = []
-    for proc in left:
-        try:
-            lines.append(f"  pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
-            proc.kill()
-        except psutil.Error:
-            continue
-    print(f"\n{len(left)} process(es) started by the tests were still running 10 s after the last test (killed now):")
-    print("\n".join(lines))
+    print(f"\n{len(lines)} process(es) started by the tests were still running 10 s after the last test (killed now):")
+    print("\n".join(f"  {line}" for line in lines))
     session.exitstatus = 1

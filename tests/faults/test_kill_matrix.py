@@ -21,10 +21,8 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
-import psutil
 import pytest
 
 from ingest import service
@@ -97,18 +95,8 @@ def _kill(proc: subprocess.Popen, way: str) -> None:
         pass  # it ended by itself before the moment came
 
 
-def _left_after(mark: str, seconds: float = 10.0) -> list[str]:
-    deadline = time.monotonic() + seconds
-    while (left := processes.marked(MARK, mark)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    out = []
-    for p in left:
-        try:
-            out.append(f"pid {p.pid} ({p.status()}): {' '.join(p.cmdline())[:160]}")
-            p.kill()
-        except psutil.Error:
-            continue
-    return out
+def _left_after(mark: str) -> list[str]:
+    return processes.kill_lingering(lambda: processes.marked(MARK, mark))
 
 
 def _to_completion(kind: str, cmd: list[str], tmp) -> None:
