@@ -16,8 +16,9 @@ HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI
 
 # make-line variables passed to python as KEY=value (empty ones are left out)
 VARS := DATASET DATA_DIR PIPELINE STRATEGY DEVICES NP HOSTS STAGES MICROBATCHES REMAT TPU EPOCHS BATCH \
-	STEPS STEPS_PER_LOOP LR MODEL RUN SEED MIXED_PRECISION DETERMINISTIC DATA_SERVICE CONFIG SHARDS RUNNER
-ARGS = $(foreach v,$(VARS),$(if $($(v)),$(v)=$($(v))))
+	STEPS STEPS_PER_LOOP LR MODEL RUN SEED MIXED_PRECISION DETERMINISTIC DATA_SERVICE CONFIG SHARDS RUNNER \
+	SOURCE NAME LABEL FEATURE
+ARGS = $(foreach v,$(VARS),$(if $($(v)),'$(v)=$($(v))'))  # quoted: SOURCE='dir/*.csv' reaches python unglobbed
 SET ?=
 BEAM_ARGS ?=
 
@@ -45,7 +46,7 @@ prepare: setup  ## write DATASET's files with its Beam job (RUNNER=, BEAM_ARGS=,
 	$(PY) -m ingest prepare $(ARGS) $(if $(SET),--set "$(SET)") $(if $(BEAM_ARGS),--beam-args "$(BEAM_ARGS)")
 
 datasets: setup  ## list registered datasets (built-ins and plug-ins)
-	$(PY) -m ingest datasets
+	$(PY) -m ingest datasets $(ARGS)
 
 profile: setup  ## profile input vs compute for the same variables as train
 	$(PY) -m profiles $(ARGS) $(if $(SET),--set "$(SET)")

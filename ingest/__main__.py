@@ -30,12 +30,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _datasets(args: argparse.Namespace) -> int:
     from ingest import datasets
+    from ingest import runconfig as run_config
 
-    reg = datasets.REGISTRY
-    rows = [
-        (name, reg.origin(name) or "stoker (built-in)", (reg.get(name).__doc__ or "").strip().splitlines()[0])
-        for name in reg.names()
-    ]
+    data_dir = run_config.from_args(args.items, []).data.data_dir
+    rows = []
+    for name, origin in datasets.names(data_dir).items():
+        doc = (datasets.lookup(name, data_dir).__doc__ or "").strip().splitlines()
+        rows.append((name, origin, doc[0] if doc else ""))
     width = max(len(r[0]) for r in rows)
     out = [f"{'name':<{width}}  {'from':<22} description"] + [f"{n:<{width}}  {o:<22} {d}" for n, o, d in rows]
     sys.stdout.write("\n".join(out) + "\n")
@@ -55,7 +56,8 @@ def main() -> int:
     prep.add_argument("items", nargs="*")
     prep.add_argument("--set", action="append", default=[])
     prep.add_argument("--beam-args", default="", help="flags passed to Beam, e.g. '--flink_master=host:8081'")
-    sub.add_parser("datasets", help="list registered datasets")
+    listing = sub.add_parser("datasets", help="list registered datasets and folders prepared from SOURCE")
+    listing.add_argument("items", nargs="*")
     svc = sub.add_parser("service", help="run a tf.data service dispatcher and workers")
     from ingest import service_cli  # the flags and their defaults, from ClusterSpec
 

@@ -57,6 +57,7 @@ class Dataset:
     format: ClassVar[str] = "tfrecord"  # "tfrecord" enables the integrity scan and skip_corrupt
     feature_key: ClassVar[str] = "image"  # the model input
     label_key: ClassVar[str] = "label"
+    default_model: ClassVar[str] = ""  # the model trained when MODEL= is not given ('' : shapes_cnn)
 
     def __init__(self, options: DataOptions | None = None) -> None:
         self.options = options or DataOptions(name=self.name or "unnamed")
@@ -101,6 +102,10 @@ class Dataset:
     def is_prepared(self) -> bool:
         """True when ``dataset_info.json`` exists (prepare writes it last, atomically)."""
         return (self.root / INFO_FILE).is_file()
+
+    def stale(self) -> str:
+        """Why the prepared files must be prepared again before training ('' when they are current)."""
+        return ""
 
     def mismatch(self) -> str:
         """How prepared files differ from the options (e.g. another size); '' when they agree."""

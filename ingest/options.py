@@ -77,6 +77,15 @@ class DataOptions:
     class_weights: tuple[float, ...] = ()  # resample training to these class frequencies (normalized)
     weights: tuple[float, ...] = ()  # DATASET=a+b: each source's share of the mixed stream
     class_fractions: tuple[float, ...] = ()  # shapes: class frequencies generated (() is uniform)
+    # Your own data (DATASET=images|table|tfrecord SOURCE=...): prepared into <data_dir>/<folder name>/
+    source: str = ""  # SOURCE=: an image folder, a glob of CSV/Parquet files or of TFRecord files
+    prepared_name: str = ""  # NAME=: the prepared dataset's name ('' : SOURCE's folder or file stem)
+    label: str = ""  # LABEL=: the label column (table) or tf.Example key (tfrecord)
+    feature: str = ""  # FEATURE=: the model-input tf.Example key (tfrecord)
+    validation_fraction: float = 0.1  # share of SOURCE held out (seeded) when it has no validation split
+    max_side: int = 0  # images: shrink so the longer side is at most this when preparing (0: keep)
+    skip_bad_files: bool = False  # skip undecodable files or rows when preparing (counted, listed in the info)
+    vocab_size: int = 1000  # table: most frequent values kept per string column (others: one OOV bucket)
 
     def __post_init__(self) -> None:
         for key in ("shuffle_buffer", "train_examples", "eval_examples", "shards", "image_size"):
@@ -92,6 +101,10 @@ class DataOptions:
                 raise ValueError(f"data.{key}={','.join(map(str, values))}: give non-negative numbers, not all 0")
         if self.balance != "none" and self.class_weights:
             raise ValueError("data.balance and data.class_weights both set: give one target class distribution")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"data.validation_fraction={self.validation_fraction} must be within [0, 1)")
+        if self.max_side < 0 or self.vocab_size < 1:
+            raise ValueError("data.max_side must be >= 0 and data.vocab_size >= 1")
         if self.weights and "+" not in self.name:
             raise ValueError(f"data.weights is for mixed datasets (DATASET=a+b); {self.name!r} is one dataset")
 

@@ -111,6 +111,11 @@ def setup_precision_and_seeds(config: RunConfig, backend_name: str) -> None:
 
 def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
     """Prepare the dataset when its files are missing (and config allows it)."""
+    stale = dataset.stale() if dataset.is_prepared() else ""
+    if stale and config.train.prepare_missing:
+        log.info("%s: preparing %s again", stale, dataset.root)
+        dataset.prepare()
+        return
     if dataset.is_prepared():
         differs = dataset.mismatch()  # reads dataset_info.json
         if differs:
@@ -139,7 +144,7 @@ def prepare(config: RunConfig) -> None:
 
 def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replicas: int) -> tuple[keras.Model, Any]:
     """Model and optimizer in the backend's scope; the optimizer is built before any restore."""
-    name = config.train.model or models.DEFAULT_FOR.get(dataset.name, "shapes_cnn")
+    name = config.train.model or dataset.default_model or models.DEFAULT_FOR.get(dataset.name, "shapes_cnn")
     spec = dataset.element_spec[dataset.feature_key]
     lr = config.train.learning_rate * (lr_replicas if config.train.lr_scaling == "linear" else 1)
     with backend.scope():
