@@ -16,12 +16,15 @@ service: until it reports ready, then stopped with SIGTERM, leaving nothing).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +35,7 @@ from tests.training import runs
 pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("STOKER_KILLS", "1"))
+RECORD = Path(runs.REPO) / "runs" / "kill-matrix"
 MARK = "STOKER_KILL_MARK"
 WAYS = ("group-SIGKILL", "launcher-SIGKILL", "launcher-SIGTERM", "Ctrl-C")
 TRAIN = [
@@ -68,17 +72,25 @@ def _terminal_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _start(cmd: list[str], mark: str) -> subprocess.Popen:
+def _start(cmd: list[str], mark: str, log: Path) -> subprocess.Popen:
     env = dict(runs.env(), **{MARK: mark})
-    return subprocess.Popen(  # noqa: PLW1509 (only a signal disposition is set before exec)
-        cmd,
-        cwd=runs.REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=_terminal_signals,
-    )
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(  # noqa: PLW1509 (only a signal disposition is set before exec)
+            cmd,
+            cwd=runs.REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_terminal_signals,
+        )
+
+
+def _record(kind: str, entry: dict) -> None:
+    """One line per attempt in ``runs/kill-matrix/<kind>.jsonl``: a failed CI run keeps what happened."""
+    RECORD.mkdir(parents=True, exist_ok=True)
+    with (RECORD / f"{kind}.jsonl").open("a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def _kill(proc: subprocess.Popen, way: str) -> None:
@@ -101,6 +113,7 @@ def _left_after(mark: str) -> list[str]:
 
 def _to_completion(kind: str, cmd: list[str], tmp) -> None:
     mark = uuid.uuid4().hex
+    start = time.monotonic()
     proc = subprocess.Popen(
         cmd,
         cwd=runs.REPO,
@@ -123,6 +136,7 @@ def _to_completion(kind: str, cmd: list[str], tmp) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    _record(kind, dict(attempt="to completion", exit=proc.returncode, ended_s=round(time.monotonic() - start, 1)))
     if kind != "data_service":
         assert proc.returncode == 0, f"{kind} did not complete after the kills (exit {proc.returncode}):\n{out[-3000:]}"
     left = _left_after(mark)
@@ -141,17 +155,25 @@ def test_no_process_outlives_a_killed_run(tmp_path, kind):
     for attempt in range(KILLS):
         for way in WAYS:
             mark = uuid.uuid4().hex
-            proc = _start(cmd, mark)
+            log = tmp_path / f"{kind}-{attempt}-{way}.log"
+            proc = _start(cmd, mark, log)
             moment = rng.uniform(0.0, duration)
+            start = time.monotonic()
             try:
                 proc.wait(timeout=moment)
+                killed = False
             except subprocess.TimeoutExpired:
                 _kill(proc, way)
+                killed = True
             left = _left_after(mark)
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            ended_s = round(time.monotonic() - start, 1)
+            entry = dict(attempt=attempt, way=way, moment_s=round(moment, 1), killed=killed, ended_s=ended_s)
+            _record(kind, dict(entry, left=left, exit=proc.returncode))
             if left:
-                failures.append(f"attempt {attempt} {way} at {moment:.1f} s: {left}")
+                tail = log.read_text(errors="replace")[-1500:]
+                failures.append(f"attempt {attempt} {way} at {moment:.1f} s: {left}\n  its output ended:\n{tail}")
     assert not failures, f"{kind}: processes outlived the run:\n" + "\n".join(failures)
     _to_completion(kind, cmd, tmp_path)
