@@ -34,6 +34,9 @@ FEATURES = {
     "id": tf.io.FixedLenFeature([], tf.int64),
 }
 _LISTED = 10  # bad files named in an error message (all of them are in the job's output)
+# DirectRunner's worker processes take 5-20 s to start on a small machine, longer than one
+# process takes to check and encode this many small images: below it, the job runs in-process.
+SMALL_JOB = 2000
 graph_fn = image_ops.graph_fn
 
 
@@ -142,7 +145,7 @@ class ImageFolder(sourced.FromSource):
             compression=o.compression,
             info=info,
             runner=runner,
-            beam_args=beam_args,
+            beam_args=_in_process_if_small(runner, beam_args or [], total),
             finish=functools.partial(self._finish, found),
         )
 
@@ -175,3 +178,11 @@ class ImageFolder(sourced.FromSource):
                 ", ".join(b["file"] for b in bad[:_LISTED]) + (" ..." if len(bad) > _LISTED else ""),
             )
         return dict(info, skipped=bad, num_skipped=len(bad), label_counts=counts)
+
+
+def _in_process_if_small(runner: str, beam_args: list[str], images: int) -> list[str]:
+    """``beam_args``, with DirectRunner's in-process mode for a job under :data:`SMALL_JOB` images
+    (unless the caller chose a running mode or worker count)."""
+    if runner != "DirectRunner" or images >= SMALL_JOB or any(a.startswith("--direct_") for a in beam_args):
+        return beam_args
+    return [*beam_args, "--direct_running_mode=in_memory", "--direct_num_workers=1"]
