@@ -89,6 +89,11 @@ class ImageFolder(sourced.FromSource):
         records = sum(s["num_examples"] for s in shards)
         return sum(s["bytes"] for s in shards) // records if records else 64 * 1024
 
+    def mismatch(self) -> str:
+        """``max_side`` asked (non-zero) but the folder was prepared with another ('' when they agree)."""
+        have, asked = self.info.get("max_side"), self.options.max_side
+        return f"max_side {have} (asked {asked})" if asked and have is not None and have != asked else ""
+
     # ---- how to read it ------------------------------------------------------------------
     @graph_fn
     def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
