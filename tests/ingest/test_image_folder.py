@@ -17,7 +17,7 @@ from ingest import runconfig as run_config
 from ingest.datasets.images import ImageFolder
 from ingest.options import DataOptions, PipelineOptions
 from ingest.sources import tfrecord
-from ingest.testing import image_folder_pixels, write_image_folder
+from ingest.testing import DatasetContract, image_folder_pixels, write_image_folder
 from stoker.errors import DataError
 from tests.training import runs
 from training import assembly
@@ -136,6 +136,31 @@ def test_train_and_validation_folders_are_the_splits(tmp_path):
     info = _images(source, tmp_path / "data").prepare(beam_args=BEAM)
     assert info["layout"] == "splits" and info["label_names"] == ["cats", "dogs"]
     assert info["label_counts"] == {"train": [10, 10], "validation": [2, 2]}
+
+
+class TestContract(DatasetContract):
+    """The public contract, but for where images are decoded: their sizes differ, so parse keeps
+    the JPEG bytes and augment (or preprocess) decodes them into the element spec's image."""
+
+    dataset_class = ImageFolder
+    split_sizes = {"train": 270, "validation": 30}
+
+    @pytest.fixture(scope="class")
+    def dataset(self, prepared) -> ImageFolder:
+        return prepared[0]
+
+    def test_parse_gives_the_element_spec(self, dataset):
+        example = self._parsed(dataset, "train")
+        assert example["image"].dtype == tf.string and example["image"].shape == ()
+        for key in ("label", "id"):
+            assert dataset.element_spec[key].is_compatible_with(example[key]), key
+
+    def test_augment_keeps_the_spec(self, dataset):
+        example = self._parsed(dataset, "train")
+        trained = dataset.preprocess(dataset.augment(example, tf.constant([1, 2], tf.int64)))
+        for out in (trained, dataset.preprocess(example)):  # training's view, evaluation's view
+            for key, spec in dataset.element_spec.items():
+                assert spec.is_compatible_with(out[key]), f"{key!r}: {out[key]!r}, declared {spec}"
 
 
 # ---- bad input: one line naming the thing and what to do ---------------------------------
