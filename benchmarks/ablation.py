@@ -116,6 +116,8 @@ def fixes(cfg: BenchConfig, base) -> list[tuple[str, Dataset, PipelineOptions]]:
         ("optimized, no cache", fused, dataclasses.replace(opt, cache=False)),
         ("optimized, map fusion off", fused, dataclasses.replace(opt, map_fusion=False)),
         ("optimized, cache decoded pixels", PixelShapes(base, crop=cfg.crop), opt),
+        # The same JPEGs as loose files in class folders, prepared by DATASET=images: a user's own data.
+        ("optimized, image folder (DATASET=images)", data.image_folder(cfg), opt),
     ]
 
 

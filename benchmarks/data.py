@@ -88,6 +88,32 @@ def jpeg_files(cfg: BenchConfig) -> list[tuple[str, int]]:
     return sorted((str(p), int(p.parent.name)) for p in out.glob("*/*.jpg"))
 
 
+IMAGE_FOLDER = "shapes-folder"  # the loose JPEGs of JPEG_DIR prepared as DATASET=images (NAME=shapes-folder)
+
+
+def image_folder(cfg: BenchConfig):
+    """The loose JPEGs of :func:`jpeg_files` prepared as a user's image folder (``DATASET=images``),
+    every file in train; prepared again when missing or when the folder changed."""
+    from ingest.datasets.images import ImageFolder
+    from ingest.options import DataOptions
+
+    jpeg_files(cfg)
+    options = DataOptions(
+        name="images",
+        source=str(Path(cfg.data_dir) / JPEG_DIR),
+        prepared_name=IMAGE_FOLDER,
+        data_dir=cfg.data_dir,
+        image_size=cfg.crop,  # the random resized crop's side, as ImagenetShapes(crop=cfg.crop)
+        validation_fraction=0.0,
+        shards=cfg.image_shards,
+    )
+    ds = ImageFolder(options)
+    if not ds.is_prepared() or ds.stale():
+        log.info("preparing %s as an image folder under %s", options.source, cfg.data_dir)
+        ds.prepare()
+    return ds
+
+
 def dali_index(cfg: BenchConfig, files: list[str]) -> list[str]:
     """DALI's index files of the ``shapes`` shards (``ingest.dali.index_files``: made once, reused)."""
     from ingest import dali
@@ -108,4 +134,5 @@ def prepare_all(cfg: BenchConfig) -> dict[str, object]:
         "jpegs": len(jpeg_files(cfg)),
         "dali_index": len(dali_index(cfg, files)),
         "clicks_rows": tab.num_examples("train"),
+        "image_folder_examples": image_folder(cfg).num_examples("train"),
     }

@@ -7,6 +7,12 @@ random and normalizes, then hands batches to TensorFlow through the DALI plugin'
 ``DALIDataset`` get ``device_id=None`` (``DALIDataset``'s default of 0 aborts the whole
 process when there is no GPU); with a GPU, decoding is ``mixed`` and the rest runs there.
 
+A dataset whose images differ in size (``sizes_vary``: image folders) is cropped as its
+tf.data path crops it: training decodes a random-resized-crop window
+(``fn.decoders.image_random_crop``, the same area and aspect ranges as ``ingest.image_ops``) and
+resizes it; evaluation resizes the shorter side to ``size / image_ops.CENTER`` and takes the
+central ``size`` square.
+
 The batches match the tf.data path's: ``{"image": float32 [B, S, S, 3] normalized with
 dataset_info's mean and std, "label": int64 [B], "id": int64 [B]}``. Evaluation
 (``repeat=False``) pads DALI's last batch and drops the padding, so it reads each example
@@ -58,6 +64,7 @@ class Plan:
     threads: int
     image_key: str = "image"
     label_key: str = "label"
+    crop: bool = False  # images of many sizes: random resized crop (training) or center crop to ``size``
 
 
 def _require_dali():
@@ -139,7 +146,7 @@ def make_pipeline(plan: Plan, *, gpu: bool, pad_last_batch: bool):
             pad_last_batch=pad_last_batch,
             stick_to_shard=True,
         )
-        images = fn.decoders.image(ex[plan.image_key], device="mixed" if gpu else "cpu", output_type=types.RGB)
+        images, crop = _decode(fn, types, ex[plan.image_key], plan, gpu)
         images = fn.crop_mirror_normalize(
             images,
             dtype=types.FLOAT,
@@ -147,10 +154,33 @@ def make_pipeline(plan: Plan, *, gpu: bool, pad_last_batch: bool):
             mean=[255.0 * m for m in plan.mean],
             std=[255.0 * s for s in plan.std],
             mirror=fn.random.coin_flip(probability=0.5) if plan.training else 0,
+            **crop,
         )
         return images, fn.reshape(ex[plan.label_key], shape=[]), fn.reshape(ex["id"], shape=[])
 
     return pipe()
+
+
+def _decode(fn, types, jpegs, plan: Plan, gpu: bool):
+    """Decoded images (and crop_mirror_normalize's crop arguments): whole, or cropped when sizes vary."""
+    from ingest import image_ops
+
+    device = "mixed" if gpu else "cpu"
+    if plan.crop and plan.training:  # only the random window is decoded, then resized to size x size
+        images = fn.decoders.image_random_crop(
+            jpegs,
+            device=device,
+            output_type=types.RGB,
+            random_area=list(image_ops.AREA),
+            random_aspect_ratio=list(image_ops.RATIO),
+            num_attempts=10,
+        )
+        return fn.resize(images, resize_x=plan.size, resize_y=plan.size), {}
+    images = fn.decoders.image(jpegs, device=device, output_type=types.RGB)
+    if plan.crop:  # evaluation: shorter side to size / CENTER, then the central size x size
+        images = fn.resize(images, resize_shorter=plan.size / image_ops.CENTER)
+        return images, {"crop": (plan.size, plan.size)}
+    return images, {}
 
 
 def _bridge(plan: Plan, *, gpu: bool, pad_last_batch: bool) -> tf.data.Dataset:
@@ -237,6 +267,7 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
         threads=options.map_parallelism if options.map_parallelism > 0 else (os.cpu_count() or 1),
         image_key=dataset.feature_key,
         label_key=dataset.label_key,
+        crop=bool(getattr(dataset, "sizes_vary", False)),
     )
     gpu = has_gpu()
     log.info(

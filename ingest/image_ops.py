@@ -10,6 +10,9 @@ seed tensor, so parallel maps give the values a sequential map gives.
   (libjpeg's 1/2, 1/4 or 1/8 IDCT) when it is at least that many times the output on both sides:
   fewer pixels decoded and resized, at a small cost in fidelity (``make bench``'s ``decode``
   suite states the PSNR against full-scale decoding).
+- :func:`center_crop`: evaluation's view: the central square holding :data:`CENTER` of the
+  shorter side (the usual "resize to crop / 0.875, then center crop"), decoded alone and resized;
+  float32 in 0..255. Any image size and aspect ratio in, ``[crop, crop, 3]`` out.
 - :func:`normalize`: ``(x / 255 - mean) / std`` per channel as one multiply and one add.
 """
 
@@ -19,6 +22,7 @@ import tensorflow as tf
 
 AREA = (0.08, 1.0)  # random resized crop: fraction of the image area kept
 RATIO = (3 / 4, 4 / 3)  # random resized crop: aspect ratios allowed
+CENTER = 0.875  # center crop: share of the shorter side kept (224 of 256, as ImageNet evaluation)
 
 # AutoGraph is told not to convert these: there is nothing to convert, and it keeps AutoGraph
 # from re-reading other modules' source files.
@@ -90,6 +94,23 @@ def random_resized_crop_pixels(image: tf.Tensor, seed: tf.Tensor, *, crop: int) 
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
     y, x, h, w = tf.unstack(crop_window(tf.shape(image), seeds[0]))
     return _flip_and_resize(image[y : y + h, x : x + w], seeds[1], crop)
+
+
+@graph_fn
+def center_window(shape: tf.Tensor, fraction: float = CENTER) -> tf.Tensor:
+    """[y, x, h, w] of the central square of an image of ``shape`` whose side is ``fraction`` of the shorter side."""
+    h, w = shape[0], shape[1]
+    side = tf.maximum(tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * fraction, tf.int32), 1)
+    return tf.stack([(h - side) // 2, (w - side) // 2, side, side])
+
+
+@graph_fn
+def center_crop(jpeg: tf.Tensor, *, crop: int, fraction: float = CENTER) -> tf.Tensor:
+    """float32 [crop, crop, 3] in 0..255 from JPEG bytes: the central window (:func:`center_window`),
+    decoded alone (``decode_and_crop_jpeg``) and resized. Deterministic: evaluation's view."""
+    window = center_window(tf.io.extract_jpeg_shape(jpeg), fraction)
+    image = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
+    return tf.image.resize(image, [crop, crop], method="bilinear")
 
 
 def _flip_and_resize(window: tf.Tensor, seed: tf.Tensor, crop: int) -> tf.Tensor:

@@ -171,3 +171,51 @@ class DatasetContract:
         out = dataset.augment(example, tf.constant([1, 2], tf.int64))
         for key, value in example.items():
             assert out[key].shape == value.shape and out[key].dtype == value.dtype, f"augment changed {key!r}"
+
+
+# ---- an image folder (DATASET=images) -----------------------------------------------------
+_HUES = ((230, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40), (200, 50, 210))
+
+
+def image_folder_pixels(index: int, classes: int) -> tuple[np.ndarray, int]:
+    """Image ``index`` of a synthetic image folder: uint8 [h, w, 3] of 32-48 px a side, and its class.
+
+    Class ``index % classes``: a background hue (one of five) with noise, and a bright disc or a
+    dark bar (classes 5-9 swap which): tellable apart from any crop of a few pixels.
+    """
+    from PIL import Image, ImageDraw
+
+    label = index % classes
+    rng = np.random.default_rng([classes, index])
+    h, w = (int(v) for v in rng.integers(32, 49, 2))
+    base = np.array(_HUES[label % len(_HUES)], np.float64)
+    pixels = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    pen = ImageDraw.Draw(image)
+    if label // len(_HUES) % 2:
+        pen.rectangle([0, h // 3, w, 2 * h // 3], fill=(20, 20, 20))
+    else:
+        pen.ellipse([w // 4, h // 4, 3 * w // 4, 3 * h // 4], fill=(250, 250, 250))
+    return np.asarray(image), label
+
+
+def write_image_folder(
+    root: str | Path, *, classes: int = 10, per_class: int = 30, corrupt: int = 0
+) -> dict[str, list[str]]:
+    """``root/class_<c>/<i>.jpg|png`` (JPEG and PNG alternating), plus ``corrupt`` files that are not
+    images (``class_<c>/broken-<k>.jpg``); returns ``{"images": paths, "corrupt": paths}`` relative to root."""
+    from PIL import Image
+
+    root = Path(root)
+    written: dict[str, list[str]] = {"images": [], "corrupt": []}
+    for i in range(classes * per_class):
+        pixels, label = image_folder_pixels(i, classes)
+        rel = f"class_{label}/{i:05d}." + ("png" if i // classes % 2 else "jpg")  # both kinds in every class
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / rel, quality=92)
+        written["images"].append(rel)
+    for k in range(corrupt):
+        rel = f"class_{k % classes}/broken-{k}.jpg"
+        (root / rel).write_bytes(b"not an image " * (k + 1))
+        written["corrupt"].append(rel)
+    return written

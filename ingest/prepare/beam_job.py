@@ -14,6 +14,12 @@ writes ``dataset_info.json`` last, after every shard is complete; readers trust 
 it lists (``Dataset.files``), so an interrupted job is never read as complete. Beam's own log
 then goes to a local temporary folder.
 
+An example that cannot be made (a user's file that does not decode) raises :class:`BadExample`
+in ``make_example``: the job goes on, and every such example is listed under ``skipped`` in
+``dataset_info.json``. ``finish`` sees that info before the folder is renamed into place: a
+caller that refuses skipped examples raises there (and nothing half-written is left), or returns
+the info with what it adds (e.g. examples per class).
+
 Runs on DirectRunner (``multi_processing``, one worker per core) by default; ``--runner``
 and any other Beam flag pass straight through, so the same job runs on Flink, Spark or
 Dataflow (with ``data_dir`` on storage every worker can reach).
@@ -44,6 +50,30 @@ from stoker import cli, files, processes, storage
 log = logging.getLogger(__name__)
 # make_example(split, index) -> (serialized record, per-channel pixel sums [3, 3] or None)
 MakeExample = Callable[[str, int], tuple[bytes, Any]]
+SKIPPED = "skipped"  # tagged output of the make step, and the dataset_info.json key listing it
+
+
+class BadExample(Exception):  # noqa: N818 - a signal from make_example, not a failure of the job
+    """Raised by ``make_example``: this example is left out, listed under ``skipped`` with ``reason``."""
+
+    def __init__(self, item: str, reason: str) -> None:
+        super().__init__(f"{item}: {reason}")
+        self.item, self.reason = item, reason
+
+
+class _Make(beam.DoFn):
+    """Makes example ``index`` of ``split``, keyed by its shard; a :class:`BadExample` goes to ``skipped``."""
+
+    def __init__(self, split: str, shards: int, make_example: MakeExample) -> None:
+        self.split, self.shards, self.make_example = split, shards, make_example
+
+    def process(self, index: int):
+        try:
+            record, stats = self.make_example(self.split, index)
+        except BadExample as bad:
+            yield beam.pvalue.TaggedOutput(SKIPPED, {"split": self.split, "file": bad.item, "reason": bad.reason})
+            return
+        yield (self.split, index % self.shards), (index, record, stats)
 
 
 def shard_name(split: str, shard: int, shards: int, compression: str) -> str:
@@ -106,8 +136,14 @@ def run(
     runner: str = "DirectRunner",
     beam_args: list[str] | None = None,
     workers: int | None = None,
+    finish: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
-    """Generate ``splits`` (name -> example count) into ``root``; returns dataset_info."""
+    """Generate ``splits`` (name -> example count) into ``root``; returns dataset_info.
+
+    ``finish(info)`` runs after the job, before the folder is renamed into place: when it raises,
+    the partial folder is removed and the error propagates (nothing half-written stays); when it
+    returns a dict, that is written as ``dataset_info.json`` instead.
+    """
     root = storage.location(root)
     if isinstance(root, storage.Url):
         partial = root  # no atomic rename: dataset_info.json, written last, is the commit
@@ -129,13 +165,17 @@ def run(
     beam_log.unlink(missing_ok=True)
     try:
         with cli.stderr_to(beam_log), beam.Pipeline(options=options) as p:
-            parts = []
+            parts, bad = [], []
             for split, count in splits.items():
-                parts.append(
+                made = (
                     p
                     | f"{split}: indices" >> beam.Create(range(count))
-                    | f"{split}: make" >> beam.Map(lambda i, s=split: ((s, i % shards), (i, *make_example(s, i))))
+                    | f"{split}: make"
+                    >> beam.ParDo(_Make(split, shards, make_example)).with_outputs(SKIPPED, main="made")
                 )
+                parts.append(made.made)
+                bad.append(made[SKIPPED])
+            skipped = bad | "all skipped" >> beam.Flatten()
             metas = (
                 parts
                 | "all splits" >> beam.Flatten()
@@ -145,7 +185,13 @@ def run(
             _ = (
                 metas
                 | "collect" >> beam.combiners.ToList()
-                | "info" >> beam.Map(_write_info, str(partial), dict(info, compression=compression))
+                | "info"
+                >> beam.Map(
+                    _write_info,
+                    str(partial),
+                    dict(info, compression=compression),
+                    beam.pvalue.AsList(skipped),
+                )
             )
     except Exception:
         if beam_log.is_file():
@@ -156,6 +202,15 @@ def run(
         done.set()
         bar.join()
     result = json.loads((partial / "dataset_info.json").read_text())
+    if finish is not None:
+        try:
+            amended = finish(result)
+        except Exception:
+            _remove(partial)
+            raise
+        if amended is not None:
+            result = amended
+            files.atomic_write(_join(str(partial), "dataset_info.json"), json.dumps(result, indent=2))
     if partial != root:
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)
@@ -168,8 +223,20 @@ def run(
     return result
 
 
-def _write_info(metas: list[dict[str, Any]], out_dir: str, info: dict[str, Any]) -> None:
-    """dataset_info.json: counts per split and shard, bytes per shard, channel mean and std."""
+def _remove(folder: Path | storage.Url) -> None:
+    """Delete a job's output (its info file first on object storage: the shards stop being trusted)."""
+    if isinstance(folder, storage.Url):
+        (folder / "dataset_info.json").unlink(missing_ok=True)
+        folder.rmtree()
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_info(
+    metas: list[dict[str, Any]], out_dir: str, info: dict[str, Any], skipped: list[dict[str, str]] = ()
+) -> None:
+    """dataset_info.json: counts per split and shard, bytes per shard, channel mean and std, and
+    the examples left out (``skipped``, only when there are any)."""
     splits: dict[str, Any] = {}
     total = np.zeros((3, 3))
     for meta in sorted(metas, key=lambda m: m["file"]):
@@ -183,4 +250,6 @@ def _write_info(metas: list[dict[str, Any]], out_dir: str, info: dict[str, Any])
         std = np.sqrt(np.maximum(total[1] / total[2] - mean**2, 0.0))
         info = dict(info, mean=mean.round(4).tolist(), std=std.round(4).tolist())
     out = dict(info, splits=splits)
+    if skipped:
+        out[SKIPPED] = sorted(skipped, key=lambda b: (b["split"], b["file"]))
     files.atomic_write(_join(out_dir, "dataset_info.json"), json.dumps(out, indent=2))

@@ -94,3 +94,19 @@ def test_reduced_scale_decode_equals_full_scale_below_twice_the_output_and_stays
             )
         )
         assert out.shape == (CROP, CROP, 3)
+
+
+@pytest.mark.parametrize(("h", "w"), [(60, 80), (80, 60), (33, 33), (200, 45)])
+def test_center_crop_is_the_central_square_of_the_shorter_side_resized(h, w):
+    jpeg = _jpeg(6, h, w)
+    out = image_ops.center_crop(jpeg, crop=CROP)
+    assert out.shape == (CROP, CROP, 3) and out.dtype == tf.float32
+    full = tf.io.decode_jpeg(jpeg, channels=3)
+    h, w = full.shape[:2]  # _jpeg rounds sides down to its 4 px blocks
+    side = int(min(h, w) * image_ops.CENTER)
+    full = full[(h - side) // 2 :, (w - side) // 2 :][:side, :side]
+    expected = tf.image.resize(full, [CROP, CROP], method="bilinear")
+    # decode_and_crop_jpeg decodes the window from its enclosing blocks: rounding differences only
+    assert float(tf.reduce_mean(tf.abs(out - expected))) < 2.0
+    mapped = next(iter(tf.data.Dataset.from_tensors(jpeg).map(lambda j: image_ops.center_crop(j, crop=CROP))))
+    np.testing.assert_array_equal(mapped.numpy(), out.numpy())
