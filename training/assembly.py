@@ -66,7 +66,7 @@ def tuned(config: RunConfig, dataset: Dataset, *, pipelines: int = 1) -> tuple[R
     (measured here, or reused from an earlier run's saved choice); unchanged for other presets."""
     if config.pipeline.preset != "auto":
         return config, None
-    t, n = config.train, dataset.num_examples(config.data.train_split) or 0
+    t, n = config.train, dataset.count_examples(config.data.train_split)
     run_examples = t.steps * t.batch_size if t.steps else t.epochs * n
     target = autotune.Target(
         dataset=dataset,
