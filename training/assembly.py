@@ -148,7 +148,8 @@ def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replic
     spec = dataset.element_spec[dataset.feature_key]
     lr = config.train.learning_rate * (lr_replicas if config.train.lr_scaling == "linear" else 1)
     with backend.scope():
-        model = models.build(name, tuple(spec.shape), dataset.num_classes)
+        model = models.build(name, tuple(spec.shape), dataset.num_classes, config.train.weights)
+        backend.check_model(model)
         opt = keras.optimizers.Adam(lr) if config.train.optimizer == "adam" else keras.optimizers.SGD(lr, momentum=0.9)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             opt = keras.mixed_precision.LossScaleOptimizer(opt)
