@@ -10,6 +10,7 @@ from __future__ import annotations
 from ingest.dataset import Dataset
 from ingest.datasets import mixed, sourced
 from ingest.datasets.clicks import Clicks
+from ingest.datasets.foreign import ForeignTFRecord  # noqa: F401  (registers DATASET=tfrecord)
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.synthetic import Synthetic
 from ingest.options import DataOptions
