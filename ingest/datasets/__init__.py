@@ -13,6 +13,7 @@ from ingest.datasets.clicks import Clicks
 from ingest.datasets.foreign import ForeignTFRecord  # noqa: F401  (registers DATASET=tfrecord)
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.synthetic import Synthetic
+from ingest.datasets.tfds_prepared import TfdsDataset
 from ingest.options import DataOptions
 from stoker.errors import DataError
 from stoker.registry import Registry, RegistryError
@@ -36,7 +37,9 @@ def get(options: DataOptions) -> Dataset:
 
 
 def lookup(name: str, data_dir: str | None = None) -> type[Dataset]:
-    """The class that reads dataset ``name``: registered, a kind, or a prepared folder's kind."""
+    """The class that reads dataset ``name``: registered, a kind, a prepared folder's kind, or tfds:..."""
+    if name.startswith("tfds:"):
+        return TfdsDataset
     if name in sourced.KINDS:
         return sourced.KINDS[name]
     try:
