@@ -124,7 +124,8 @@ def application(name: str, input_shape: tuple[int, ...], num_classes: int, weigh
     """``tf_keras.applications.<name>`` with the dataset's input shape and classes, giving logits.
 
     Built with its own classifier head (``classes=num_classes``, no softmax) and without the
-    rescaling some applications put in front (``include_preprocessing=False``): every
+    rescaling some applications put in front (``include_preprocessing=False``; EfficientNetB*'s,
+    which has no switch, is undone by a Rescaling(255) before it): every
     application takes the dataset's float inputs as they come (for images, standardized per
     channel). ``weights`` is a local file: a full model's weights, or a ``*notop*`` file of the
     convolutional base, which then gets a new head (average pooling and a dense layer).
@@ -146,6 +147,9 @@ def application(name: str, input_shape: tuple[int, ...], num_classes: int, weigh
     kwargs.update(dict(pooling="avg") if notop else dict(classes=num_classes, classifier_activation=None))
     if "include_preprocessing" in inspect.signature(factory).parameters:
         kwargs["include_preprocessing"] = False
+    elif name.startswith("EfficientNetB"):  # its Rescaling(1/255) has no switch: undo it in front
+        inputs = keras.Input(tuple(input_shape))
+        kwargs["input_tensor"] = keras.layers.Rescaling(255.0, name="undo_rescaling")(inputs)
     try:
         model = factory(**kwargs)
     except ValueError as err:
@@ -156,7 +160,7 @@ def application(name: str, input_shape: tuple[int, ...], num_classes: int, weigh
     head = _logits(num_classes)(model.output) if notop else model.output
     # float32 logits under mixed precision, as the built-in models' last layer gives.
     logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(head)
-    return keras.Model(model.input, logits, name=f"keras_{name}")
+    return keras.Model(model.inputs, logits, name=f"keras_{name}")
 
 
 def build(name: str, input_shape: tuple[int, ...], num_classes: int, weights: str = "") -> keras.Model:

@@ -101,3 +101,13 @@ def test_mobilenet_v2_trains_under_multi_worker(tmp_path, shapes_dir):
     items += ["BATCH=16"]
     metrics = runs.train(tmp_path, "mw", items, [f"data.data_dir={shapes_dir} {SHAPES_32}"], timeout=500)
     assert metrics["steps"] == 3 and math.isfinite(metrics["final_loss"])
+
+
+def test_applications_take_the_inputs_as_they_come():
+    """No application rescales stoker's standardized inputs again (EfficientNet's 1/255 is undone)."""
+    x = tf.random.normal([1, 32, 32, 3])
+    for name, layer in (("EfficientNetB0", "normalization"), ("EfficientNetV2B0", "stem_conv")):
+        model = models.build(f"keras:{name}", (32, 32, 3), 4)
+        seen = model.get_layer(layer)
+        probe = keras.Model(model.inputs, seen.output if layer == "normalization" else seen.input)
+        np.testing.assert_allclose(probe(x).numpy(), x.numpy(), atol=1e-4, err_msg=name)
