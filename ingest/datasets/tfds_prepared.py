@@ -15,6 +15,7 @@ The model input is the first ``Image`` feature (or ``FEATURE=``), the label the 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ from ingest.options import DataOptions
 from stoker.errors import DataError
 
 PREFIX = "tfds:"
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^tfds:(?P<name>[A-Za-z0-9_]+)(?:/(?P<config>[A-Za-z0-9_.-]+))?(?::(?P<version>\d+\.\d+\.\d+))?$")
 
 
@@ -104,10 +106,12 @@ class TfdsDataset(Dataset):
         """Nothing to do when TFDS prepared it; else the error says how to build it (no downloads here)."""
         if not self.is_prepared():
             raise DataError(self._not_prepared())
-        return {
-            "name": self.name,
-            "splits": {s: {"num_examples": self.num_examples(s)} for s in self.builder.info.splits},
+        log.info("%s is prepared by tensorflow-datasets at %s: nothing to do", self.name, self.root)
+        splits = {
+            s: {"num_examples": self.num_examples(s), "shards": [{"file": f} for f in self.files(s)]}
+            for s in self.builder.info.splits
         }
+        return {"name": self.name, "splits": splits}
 
     # ---- splits and sizes from TFDS's metadata ----------------------------------------------
     def _split(self, split: str):
@@ -215,7 +219,8 @@ class TfdsDataset(Dataset):
         return tf.map_fn(one, records, fn_output_signature=spec)
 
     def parse_labels(self, records: tf.Tensor) -> tf.Tensor:
-        return self.parse(records)[self.label_key]
+        """The labels alone: a ClassLabel is stored as one int64 under its key (no image decoded)."""
+        return tf.io.parse_example(records, {self.label_key: tf.io.FixedLenFeature([], tf.int64)})[self.label_key]
 
     def preprocess(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Images: uint8 to float32, scaled to about mean 0, std 1 ((x / 255 - 0.5) / 0.25)."""
