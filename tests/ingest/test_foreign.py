@@ -143,3 +143,38 @@ def test_trains_through_python_m_training_above_chance(source, tmp_path):
     assert metrics["eval"]["examples"] == PER_FILE and metrics["eval"]["accuracy"] > 0.6, metrics["eval"]
     assert sorted(os.listdir(source)) == [f"part-{f:05d}-of-00004.tfrecord" for f in range(FILES)]
     assert json.loads((data / "exported" / "dataset_info.json").read_text())["kind"] == "tfrecord"
+
+
+def test_gzip_and_mixed_image_sizes(tmp_path):
+    """GZIP files are found by their bytes; images of several sizes are resized to data.image_size."""
+    folder = tmp_path / "gz"
+    folder.mkdir()
+    for f, side in enumerate((24, 40)):
+        options = tf.io.TFRecordOptions(compression_type="GZIP")
+        with tf.io.TFRecordWriter(str(folder / f"part-{f}.tfrecord.gz"), options) as writer:
+            for i in range(f * 8, f * 8 + 8):
+                buf = io.BytesIO()
+                Image.fromarray(_pixels(i)[0][:side, :side]).save(buf, format="PNG")
+                feature = {
+                    "png": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 4])),
+                }
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    ds = _dataset(folder, tmp_path / "data", label="", feature="", image_size=16)  # defaults: 'label', the one image
+    info = ds.prepare()
+    assert (info["compression"], info["label"], info["feature"]) == ("GZIP", "label", "png")
+    assert info["image"]["resize"] and info["image"]["shape"] == [16, 16, 3] and info["num_classes"] == 4
+    batch = next(iter(ds.read(tf.constant(ds.files("validation")[0])).batch(8).map(ds.parse)))
+    assert batch["png"].shape == (8, 16, 16, 3) and batch["label"].numpy().tolist() == [0, 1, 2, 3] * 2
+
+
+def test_a_changed_source_or_label_prepares_again(tmp_path):
+    folder = tmp_path / "grows"
+    folder.mkdir()
+    _write(folder, "a.tfrecord", range(8))
+    _write(folder, "b.tfrecord", range(8, 16))
+    _dataset(folder, tmp_path / "data").prepare()
+    assert _dataset(folder, tmp_path / "data").stale() == ""
+    assert "prepared with LABEL=class, not id" in _dataset(folder, tmp_path / "data", label="id").stale()
+    _write(folder, "c.tfrecord", range(16, 24))
+    assert "changed since" in _dataset(folder, tmp_path / "data").stale()
