@@ -19,6 +19,7 @@ from PIL import Image
 from ingest import datasets
 from ingest.datasets import foreign
 from ingest.options import DataOptions
+from ingest.testing import DatasetContract
 from stoker.errors import DataError
 from tests.training import runs
 
@@ -178,3 +179,20 @@ def test_a_changed_source_or_label_prepares_again(tmp_path):
     assert "prepared with LABEL=class, not id" in _dataset(folder, tmp_path / "data", label="id").stale()
     _write(folder, "c.tfrecord", range(16, 24))
     assert "changed since" in _dataset(folder, tmp_path / "data").stale()
+
+
+class TestForeignContract(DatasetContract):
+    """stoker's public dataset contract, on the TFRecords above once prepared."""
+
+    dataset_class = foreign.ForeignTFRecord
+    split_sizes = {"train": 3 * PER_FILE, "validation": PER_FILE}
+
+    @pytest.fixture(scope="class")
+    def data_dir(self, source, tmp_path_factory):
+        return tmp_path_factory.mktemp("contract")
+
+    @pytest.fixture(scope="class")
+    def dataset(self, source, data_dir):
+        dataset = _dataset(source, data_dir)
+        dataset.prepare()
+        return dataset

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from ingest import datasets
 from ingest.datasets.tfds_prepared import TfdsDataset, parse_name
 from ingest.options import DataOptions
+from ingest.testing import DatasetContract
 from stoker.errors import DataError
 from tests.training import runs
 
@@ -92,3 +93,18 @@ def test_trains_through_python_m_training(tfds_dir, tmp_path, monkeypatch):
     assert metrics["eval"]["accuracy"] > 0.6, metrics["eval"]
     assert runs.ids_seen(tmp_path / "runs" / "tfds") == {i: 2 for i in range(256)}
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())
+
+
+class TestTfdsContract(DatasetContract):
+    """stoker's public dataset contract, on the TFDS-built folder."""
+
+    dataset_class = TfdsDataset
+    split_sizes = SIZES
+
+    @pytest.fixture(scope="class")
+    def data_dir(self, tfds_dir):
+        return str(tfds_dir)
+
+    @pytest.fixture(scope="class")
+    def dataset(self, data_dir):
+        return TfdsDataset(DataOptions(name="tfds:stoker_test_colors", data_dir=data_dir))
