@@ -19,9 +19,17 @@ from training import controller, models
 SHAPES_32 = "data.image_size=32 data.train_examples=256 data.eval_examples=64"
 
 
-def test_application_gives_float32_logits_for_the_dataset():
-    model = models.build("keras:MobileNetV2", (32, 32, 3), 4)
-    assert not isinstance(model, keras.Sequential)
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_application_gives_float32_logits_for_the_dataset(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = models.build("keras:MobileNetV2", (32, 32, 3), 4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert (
+        not isinstance(model, keras.Sequential)
+        and model.get_layer("Conv1").compute_dtype == keras.mixed_precision.Policy(policy).compute_dtype
+    )
     logits = model(tf.zeros([2, 32, 32, 3]))
     assert logits.shape == (2, 4) and logits.dtype == tf.float32
 
