@@ -22,6 +22,13 @@ CORE = [
     "psutil==7.2.2",
     "matplotlib>=3.8,<4",
     "tqdm>=4.66,<5",
+    # DATASET=tfds:NAME reads TFDS-prepared folders. 4.9.7 installs beside TF 2.16 / numpy 1.26 /
+    # protobuf 4.25 when these three are pinned (unpinned, pip takes protobuf 7); tensorflow-metadata
+    # 1.16.1 is the release TFDV 1.16.1 needs too. etils (TFDS's) imports importlib_resources
+    # for builders defined in a package but does not require it on Python 3.11.
+    "tensorflow-datasets==4.9.7",
+    "tensorflow-metadata==1.16.1",
+    "importlib_resources==7.1.0",
 ]
 
 setup(

@@ -200,6 +200,43 @@ class Dataset:
         """Examples in ``split`` when known (from ``dataset_info.json``)."""
         return self.info.get("splits", {}).get(split, {}).get("num_examples")
 
+    def count_examples(self, split: str) -> int:
+        """Host: examples in ``split``: :meth:`num_examples` when known, else counted once and kept.
+
+        A dataset that records no sizes (a plug-in without ``dataset_info.json`` counts) is read
+        once, records only (no parse): an epoch is then exactly one pass, not a guessed length."""
+        known = self.num_examples(split)
+        if known is not None:
+            return int(known)
+        kept = self.__dict__.setdefault("_counted", {})
+        if split not in kept:
+            if split in self.__dict__.get("_labels", {}):
+                kept[split] = len(self.__dict__["_labels"][split])
+            elif (memory := self.in_memory(split)) is not None:
+                kept[split] = int(memory.reduce(np.int64(0), lambda n, _: n + 1))
+            else:
+                kept[split] = sum(self.count_records(path) for path in self.files(split))
+            log.info("%s: split %r has %d examples (counted: no size recorded)", self.name, split, kept[split])
+        return kept[split]
+
+    def count_records(self, path: str) -> int:
+        """Host: records in file ``path``: :meth:`expected_records` when known, else counted once and kept.
+
+        Counted by TensorFlow's reader; a TFRecord file it cannot read through is counted by the
+        integrity scan instead (its intact records, what ``pipeline.skip_corrupt`` trains on)."""
+        known = self.expected_records(path)
+        if known is not None:
+            return known
+        kept = self.__dict__.setdefault("_counted_files", {})
+        if path not in kept:
+            try:
+                kept[path] = int(self.read(tf.constant(path)).reduce(np.int64(0), lambda n, _: n + 1))
+            except tf.errors.DataLossError:
+                if self.format != "tfrecord":
+                    raise
+                kept[path] = tfrecord.scan(path, self.compression).records
+        return kept[path]
+
     def expected_records(self, path: str) -> int | None:
         """Records written into shard ``path`` when known."""
         for split in self.info.get("splits", {}).values():

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import logging
 
-import numpy as np
 import tensorflow as tf
 
 from ingest import integrity, resample, stages
@@ -122,11 +121,9 @@ def quota_for(dataset: Dataset, split: str) -> resample.Quota | None:
 
 
 def _count(dataset: Dataset, path: str) -> int:
-    known = dataset.expected_records(path)
-    if known is not None:
-        return known
-    log.info("%s: no record count in dataset_info.json; counting its records", path)
-    return int(dataset.read(path).reduce(np.int64(0), lambda n, _: n + 1))
+    if dataset.expected_records(path) is None:
+        log.info("%s: no record count in dataset_info.json; counting its records", path)
+    return dataset.count_records(path)
 
 
 def reader_kind(dataset: Dataset, split: str, files: tuple[str, ...], options: PipelineOptions, order: Order) -> str:

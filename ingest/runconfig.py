@@ -65,7 +65,8 @@ NON_CONFIG = {"CONFIG", "RUNNER"}
 class TrainOptions:
     """The training loop."""
 
-    model: str = ""  # registered model ('' picks the dataset's default: shapes_cnn, clicks_mlp)
+    model: str = ""  # registered model, or keras:<Application> ('' picks the dataset's default: shapes_cnn)
+    weights: str = ""  # a local weights file loaded into the model before training ('' : initialized by seed)
     epochs: int = 3  # passes over the train split
     steps: int = 0  # stop after this many steps in total (0: epochs x steps per epoch)
     batch_size: int = 64  # global batch, split over every replica

@@ -76,6 +76,9 @@ class Backend:
     def check_input(self, dataset: tf.data.Dataset) -> None:
         """Host, once, before training: raise when this backend cannot take ``dataset``'s batches."""
 
+    def check_model(self, model: tf.keras.Model) -> None:
+        """Host, once, before training: raise when this backend cannot train ``model`` (any Keras model here)."""
+
     def gather_ints(self, values: np.ndarray) -> np.ndarray:
         """Host, collective: every worker's int64 vector (same length on all), stacked [workers, n]."""
         return np.asarray(values, np.int64)[None]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
+import tf_keras as keras
 
 from stoker import timing
 from strategies import devices
@@ -81,14 +82,23 @@ class Pipeline(Backend):
             )
         return global_batch
 
+    def check_model(self, model) -> None:
+        """Host: only a ``tf_keras.Sequential`` has the one chain of layers the stages are cut from."""
+        if not isinstance(model, keras.Sequential):
+            kind = (
+                "functional" if getattr(model, "_is_graph_network", False) else f"subclassed ({type(model).__name__})"
+            )
+            raise ValueError(
+                f"STRATEGY=pipeline needs a tf_keras.Sequential model (it splits the layers into STAGES "
+                f"consecutive stages); {model.name!r} is a {kind} model (MODEL=keras:<Application> models are "
+                f"functional): use another STRATEGY (one_device, mirrored, multi_worker, horovod) or register "
+                f"the model as a Sequential"
+            )
+
     def stages(self, model) -> list[Stage]:
         """The model's stages (made once per model, host)."""
         if self._model is not model:
-            if type(model).__name__ != "Sequential":
-                raise ValueError(
-                    f"STRATEGY=pipeline splits a Sequential model by layers; {model.name!r} is a "
-                    f"{type(model).__name__}: register it as a Sequential or use another STRATEGY"
-                )
+            self.check_model(model)
             groups = split_layers(list(model.layers), self.options.stages)
             self._stages = [Stage(g, d, self.options.remat) for g, d in zip(groups, self.devices, strict=True)]
             self._model = model

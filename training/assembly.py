@@ -66,7 +66,7 @@ def tuned(config: RunConfig, dataset: Dataset, *, pipelines: int = 1) -> tuple[R
     (measured here, or reused from an earlier run's saved choice); unchanged for other presets."""
     if config.pipeline.preset != "auto":
         return config, None
-    t, n = config.train, dataset.num_examples(config.data.train_split) or 0
+    t, n = config.train, dataset.count_examples(config.data.train_split)
     run_examples = t.steps * t.batch_size if t.steps else t.epochs * n
     target = autotune.Target(
         dataset=dataset,
@@ -148,7 +148,8 @@ def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replic
     spec = dataset.element_spec[dataset.feature_key]
     lr = config.train.learning_rate * (lr_replicas if config.train.lr_scaling == "linear" else 1)
     with backend.scope():
-        model = models.build(name, tuple(spec.shape), dataset.num_classes)
+        model = models.build(name, tuple(spec.shape), dataset.num_classes, config.train.weights)
+        backend.check_model(model)
         opt = keras.optimizers.Adam(lr) if config.train.optimizer == "adam" else keras.optimizers.SGD(lr, momentum=0.9)
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             opt = keras.mixed_precision.LossScaleOptimizer(opt)

@@ -106,9 +106,10 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
         built = assembly.train_pipeline(config, dataset, backend, position, order)
         iterator = iter(built.dataset)
     backend.check_input(built.dataset)
-    # An epoch is the order's (a resampled epoch may differ from the split's size), else the split's.
-    n_train = order.num_examples if order is not None else dataset.num_examples(config.data.train_split)
-    steps_per_epoch = max(1, (n_train or t.batch_size * 100) // t.batch_size)
+    # An epoch is the order's (a resampled epoch may differ from the split's size), else the split's
+    # (counted once when the dataset records no size): one pass either way.
+    n_train = order.num_examples if order is not None else dataset.count_examples(config.data.train_split)
+    steps_per_epoch = max(1, n_train // t.batch_size)
     total = t.steps or t.epochs * steps_per_epoch
     if backend.is_chief:
         config.run_dir.mkdir(parents=True, exist_ok=True)

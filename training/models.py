@@ -1,17 +1,26 @@
 """The model registry: built-ins here, others through the ``stoker.models`` entry point group.
 
-A model factory takes ``(input_shape, num_classes)`` and returns a ``tf_keras.Sequential``
-whose last layer gives float32 logits; pipeline parallelism splits it by layers.
+A model factory takes ``(input_shape, num_classes)`` and returns any ``tf_keras`` model
+(Sequential, functional or subclassed) that gives logits (cast to float32 by the trainer).
+Only ``STRATEGY=pipeline`` needs a ``tf_keras.Sequential``: it splits the model by layers.
+
+``MODEL=keras:<Application>`` builds one of ``tf_keras.applications`` (``ResNet50``,
+``MobileNetV2``, ``EfficientNetB0``, ...) from scratch (``weights=None``) for the dataset's
+input shape and classes, or from a local weights file (``SET=train.weights=/path.h5``).
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import os
 from collections.abc import Callable
 
 import tensorflow as tf
 import tf_keras as keras
 
-from stoker.registry import Registry
+from stoker.config import ConfigError
+from stoker.registry import Registry, RegistryError
 
 ModelFn = Callable[[tuple[int, ...], int], keras.Model]
 MODELS: Registry[ModelFn] = Registry("model", group="stoker.models")
@@ -103,6 +112,75 @@ def resnet_small(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     )
 
 
-def build(name: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """The registered model ``name`` for inputs of ``input_shape``."""
-    return MODELS.get(name)(tuple(input_shape), num_classes)
+KERAS_PREFIX = "keras:"
+
+
+def applications() -> list[str]:
+    """The names ``MODEL=keras:<name>`` takes: every model class of ``tf_keras.applications``."""
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+
+
+def application(name: str, input_shape: tuple[int, ...], num_classes: int, weights: str = "") -> keras.Model:
+    """``tf_keras.applications.<name>`` with the dataset's input shape and classes, giving logits.
+
+    Built with its own classifier head (``classes=num_classes``, no softmax) and without the
+    rescaling some applications put in front (``include_preprocessing=False``; EfficientNetB*'s,
+    which has no switch, is undone by a Rescaling(255) before it): every
+    application takes the dataset's float inputs as they come (for images, standardized per
+    channel). ``weights`` is a local file: a full model's weights, or a ``*notop*`` file of the
+    convolutional base, which then gets a new head (average pooling and a dense layer).
+    """
+    if name not in applications():
+        close = difflib.get_close_matches(name, applications(), n=3, cutoff=0.4)
+        raise RegistryError(
+            f"unknown MODEL=keras:{name}: "
+            + (f"did you mean {', '.join('keras:' + c for c in close)}? " if close else "")
+            + f"tf_keras.applications has {', '.join(applications())}"
+        )
+    if weights and not os.path.isfile(weights):
+        raise ConfigError(
+            f"train.weights={weights!r} is not a file: give a local .h5 or .weights.h5 file, or leave it ''"
+        )
+    factory = getattr(keras.applications, name)
+    notop = bool(weights) and "notop" in os.path.basename(weights)
+    kwargs = dict(include_top=not notop, weights=weights or None, input_shape=tuple(input_shape))
+    kwargs.update(dict(pooling="avg") if notop else dict(classes=num_classes, classifier_activation=None))
+    if "include_preprocessing" in inspect.signature(factory).parameters:
+        kwargs["include_preprocessing"] = False
+    elif name.startswith("EfficientNetB"):  # its Rescaling(1/255) has no switch: undo it in front
+        inputs = keras.Input(tuple(input_shape))
+        kwargs["input_tensor"] = keras.layers.Rescaling(255.0, name="undo_rescaling")(inputs)
+    try:
+        model = factory(**kwargs)
+    except ValueError as err:
+        raise ConfigError(
+            f"MODEL=keras:{name} cannot take inputs of shape {tuple(input_shape)} ({err}); for images set "
+            f"data.image_size (most applications need >= 32 px; NASNet and Inception more)"
+        ) from None
+    head = _logits(num_classes)(model.output) if notop else model.output
+    # float32 logits under mixed precision, as the built-in models' last layer gives.
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(head)
+    return keras.Model(model.inputs, logits, name=f"keras_{name}")
+
+
+def build(name: str, input_shape: tuple[int, ...], num_classes: int, weights: str = "") -> keras.Model:
+    """The model ``name`` (registered, or ``keras:<Application>``) for inputs of ``input_shape``.
+
+    Its variables exist on return (a subclassed model is called once on zeros), so an optimizer
+    can be built on them; ``weights`` (a local file) is loaded into it."""
+    if name.startswith(KERAS_PREFIX):
+        return application(name[len(KERAS_PREFIX) :], tuple(input_shape), num_classes, weights)
+    try:
+        factory = MODELS.get(name)
+    except RegistryError as err:
+        raise RegistryError(
+            f"{err}; or MODEL=keras:<Application> (tf_keras.applications, e.g. keras:MobileNetV2)"
+        ) from None
+    model = factory(tuple(input_shape), num_classes)
+    if not model.built:
+        model(tf.zeros([1, *input_shape], tf.float32), training=False)
+    if weights:
+        if not os.path.isfile(weights):
+            raise ConfigError(f"train.weights={weights!r} is not a file: give a local weights file, or leave it ''")
+        model.load_weights(weights)
+    return model

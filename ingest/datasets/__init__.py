@@ -10,9 +10,11 @@ from __future__ import annotations
 from ingest.dataset import Dataset
 from ingest.datasets import mixed, sourced
 from ingest.datasets.clicks import Clicks
+from ingest.datasets.foreign import ForeignTFRecord  # noqa: F401  (registers DATASET=tfrecord)
 from ingest.datasets.images import ImageFolder  # noqa: F401 (registers DATASET=images)
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.synthetic import Synthetic
+from ingest.datasets.tfds_prepared import TfdsDataset
 from ingest.options import DataOptions
 from stoker.errors import DataError
 from stoker.registry import Registry, RegistryError
@@ -36,7 +38,9 @@ def get(options: DataOptions) -> Dataset:
 
 
 def lookup(name: str, data_dir: str | None = None) -> type[Dataset]:
-    """The class that reads dataset ``name``: registered, a kind, or a prepared folder's kind."""
+    """The class that reads dataset ``name``: registered, a kind, a prepared folder's kind, or tfds:..."""
+    if name.startswith("tfds:"):
+        return TfdsDataset
     if name in sourced.KINDS:
         return sourced.KINDS[name]
     try:
