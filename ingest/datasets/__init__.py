@@ -12,6 +12,7 @@ from ingest.datasets import mixed, sourced
 from ingest.datasets.clicks import Clicks
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.synthetic import Synthetic
+from ingest.datasets.table import Table  # noqa: F401  (registers DATASET=table)
 from ingest.options import DataOptions
 from stoker.errors import DataError
 from stoker.registry import Registry, RegistryError
