@@ -26,7 +26,7 @@ import numpy as np
 
 from stoker.errors import DataError
 
-CHUNK_ROWS = 8192  # rows per chunk: a Beam element, and one unit of shard assignment
+CHUNK_ROWS = 1024  # rows per chunk: a Beam element, and the unit spread over shards (small data still fills them)
 MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")  # CSV text read as a missing value
 MISSING_ID, OOV_ID = 0, 1  # string ids: 0 missing, 1 out of vocabulary, 2.. the vocabulary by count
 MAX_LISTED_BAD = 1000  # bad rows listed by file:line in dataset_info.json (all are counted)
