@@ -142,7 +142,7 @@ def _label_plan(summary: dict[str, Any], label: str, kind: str) -> dict[str, Any
 
 def plan(summary: dict[str, Any], kinds: dict[str, str], label: str, vocab_size: int) -> dict[str, Any]:
     """What every column becomes (module docstring), from the merged train summary."""
-    out = _label_plan(summary, label, kinds[label])
+    out = _label_plan(summary, label, kinds.get(label, "empty"))  # no kinds: SOURCE has no rows
     any_missing = collections.Counter()
     for split in SPLITS:
         any_missing.update(summary["missing"][split])
