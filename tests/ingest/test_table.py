@@ -238,7 +238,7 @@ def test_csv_and_parquet_train_through_python_m_training_well_above_the_majority
         assert info["kind"] == "table"
         labels = _stored(Table(DataOptions(name=name, data_dir=str(data_dir))), "validation")["label"]
         majority = np.bincount(labels).max() / labels.size
-        accuracy = metrics[run]["final_eval_accuracy"]
+        accuracy = metrics[run]["eval"]["accuracy"]
         assert accuracy > majority + 0.25, (run, accuracy, majority)
 
 
