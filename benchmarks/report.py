@@ -303,6 +303,12 @@ def findings(results: dict[str, dict[str, Any]]) -> list[str]:
         stoker = rows["stoker optimized"]["median"]
         for name in ("plain tf.data, stoker's per-image function", "plain tf.data", "DALI CPU", "PyTorch DataLoader"):
             out.append("Loaders: " + compare(stoker, rows[name]["median"], noise, a_name="stoker", b_name=name) + ".")
+    if "table" in results:
+        tab = results["table"]
+        rows, noise = _rows(tab, "table"), tab["noise"].get("table", 0.0)
+        for kind in ("optimized, batched parse (no cache)", "naive, per-example parse"):
+            a, b = rows[f"table, {kind}"]["median"], rows[f"clicks, {kind}"]["median"]
+            out.append(f"DATASET=table, {kind}: " + compare(a, b, noise, a_name="the table", b_name="clicks") + ".")
     return out
 
 
