@@ -192,20 +192,20 @@ def resolve_kinds(per_chunk: Iterable[tuple[str, dict[str, tuple[str, str]]]]) -
             old_kind, old_example = seen.get(name, ("empty", ""))
             seen[name] = (_widen(old_kind, kind), old_example or example)
     out: dict[str, str] = {}
-    where: dict[str, str] = {}
+    first: dict[str, tuple[str, str]] = {}  # column -> (file, text example) where its kind was first seen
     for path, file_kinds in files.items():
         for name, (kind, example) in file_kinds.items():
             before = out.get(name, "empty")
-            if {before, kind} >= {"string"} and {before, kind} & {"int", "float"}:
-                text_at = example or f"in {where[name]}"
-                number_file = where[name] if kind == "string" else path
+            if "string" in (before, kind) and {before, kind} & {"int", "float"}:
+                text_file, text = (path, example) if kind == "string" else first[name]
+                number_file = first[name][0] if kind == "string" else path
                 raise DataError(
                     f"column {name!r} changes type between files: numbers in {number_file} but text "
-                    f"({text_at}) in {path if kind == 'string' else where[name]}; make it one type in every file"
+                    f"({text or 'a text value'}) in {text_file}; make it one type in every file"
                 )
             out[name] = _widen(before, kind)
-            if kind != "empty" and name not in where:
-                where[name] = path
+            if kind != "empty" and name not in first:
+                first[name] = (path, example)
     return out
 
 
