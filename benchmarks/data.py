@@ -66,6 +66,42 @@ def clicks(cfg: BenchConfig):
     return ds
 
 
+def table(cfg: BenchConfig):
+    """``clicks``' rows as a CSV prepared by ``DATASET=table`` (the ad bucket as text), made once."""
+    import csv
+
+    import numpy as np
+
+    from ingest.datasets.clicks import NUMERIC
+    from ingest.datasets.clicks import table as click_rows
+    from ingest.datasets.table import Table
+    from ingest.options import DataOptions
+
+    source = Path(cfg.data_dir) / "table-source" / "clicks.csv"
+    if not source.is_file():  # the rows of clicks' train split: value = f(seed, row), as clicks has them
+        rows = click_rows("train", 0, cfg.clicks_rows, 0)
+        source.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{source}.tmp", "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow([*NUMERIC, "ad_bucket", "label"])
+            buckets = np.char.add("b", (rows["ad"] % 10).astype(str))
+            out.writerows(zip(*(rows[c].round(6) for c in NUMERIC), buckets, rows["label"], strict=True))
+        Path(f"{source}.tmp").replace(source)
+    ds = Table(
+        DataOptions(
+            name="table",
+            source=str(source),
+            label="label",
+            prepared_name="clicks-table",
+            data_dir=cfg.data_dir,
+            validation_fraction=0.005,  # about clicks' train rows for training, as clicks reads them
+        )
+    )
+    if not ds.is_prepared() or ds.stale():
+        ds.prepare(beam_args=["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    return ds
+
+
 def jpeg_files(cfg: BenchConfig) -> list[tuple[str, int]]:
     """(path, label) of the train JPEGs of ``shapes`` as loose files in class folders, written once.
 
@@ -135,4 +171,5 @@ def prepare_all(cfg: BenchConfig) -> dict[str, object]:
         "dali_index": len(dali_index(cfg, files)),
         "clicks_rows": tab.num_examples("train"),
         "image_folder_examples": image_folder(cfg).num_examples("train"),
+        "table_rows": table(cfg).num_examples("train"),
     }

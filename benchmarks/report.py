@@ -23,6 +23,7 @@ RATIOS = (
     "x_optimized_per_example",
     "vs_buffer_shuffle",
     "vs_local_disk",
+    "vs_clicks",
 )  # compared with A/A noise
 # Extra columns, in this order, shown when any row of a group has them: (key, header, format).
 COLUMNS = (
@@ -30,6 +31,7 @@ COLUMNS = (
     ("vs_optimized", "vs optimized", "{:.2f}"),
     ("vs_buffer_shuffle", "vs buffer shuffle", "{:.2f}"),
     ("vs_local_disk", "vs local disk", "{:.2f}"),
+    ("vs_clicks", "table / clicks", "{:.2f}"),
     ("x_optimized_per_example", "x optimized per-example", "{:.2f}"),
     ("of_bound", "of decode bound", "{:.0%}"),
     ("stoker_over_this", "stoker / this", "{:.2f}"),
@@ -47,6 +49,7 @@ TITLES = {
     "read": "Read ceiling",
     "image": "Image ablation (shapes 256 px -> 224 crop, batch 64)",
     "clicks": "clicks (Parquet, tabular)",
+    "table": "DATASET=table beside clicks (the same rows: CSV prepared by the table kind, and clicks' Parquet)",
     "artificial": "tf.data guide's ArtificialDataset (seconds per benchmark() call, lower is better)",
     "loaders": "Loaders (same JPEGs, same batches: float32 images, int64 labels)",
     "order": "Training order: buffer shuffle with iterator state vs addressed by input position",
@@ -300,6 +303,12 @@ def findings(results: dict[str, dict[str, Any]]) -> list[str]:
         stoker = rows["stoker optimized"]["median"]
         for name in ("plain tf.data, stoker's per-image function", "plain tf.data", "DALI CPU", "PyTorch DataLoader"):
             out.append("Loaders: " + compare(stoker, rows[name]["median"], noise, a_name="stoker", b_name=name) + ".")
+    if "table" in results:
+        tab = results["table"]
+        rows, noise = _rows(tab, "table"), tab["noise"].get("table", 0.0)
+        for kind in ("optimized, batched parse (no cache)", "naive, per-example parse"):
+            a, b = rows[f"table, {kind}"]["median"], rows[f"clicks, {kind}"]["median"]
+            out.append(f"DATASET=table, {kind}: " + compare(a, b, noise, a_name="the table", b_name="clicks") + ".")
     return out
 
 

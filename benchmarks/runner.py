@@ -23,7 +23,7 @@ from benchmarks import machine
 from benchmarks.config import BenchConfig
 from stoker import files, processes, storage
 
-SUITES = ("ceilings", "ablation", "loaders", "position", "loops", "auto", "decode", "objectstore")
+SUITES = ("ceilings", "ablation", "loaders", "position", "loops", "auto", "decode", "objectstore", "table")
 log = logging.getLogger(__name__)
 
 

@@ -14,6 +14,7 @@ from ingest.datasets.foreign import ForeignTFRecord  # noqa: F401  (registers DA
 from ingest.datasets.images import ImageFolder  # noqa: F401 (registers DATASET=images)
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.synthetic import Synthetic
+from ingest.datasets.table import Table  # noqa: F401  (registers DATASET=table)
 from ingest.datasets.tfds_prepared import TfdsDataset
 from ingest.options import DataOptions
 from stoker.errors import DataError
