@@ -144,7 +144,11 @@ def _restart_block(root: Path) -> str:
     files = [x["lost_files"] for x in runs]
     spread = ", ".join(f"{k} files in {v} runs" for k, v in sorted(Counter(files).items()))
     twice = sum(x["duplicated"] for x in runs)
-    bound, worst = s["bound_files"], max(files)
+    from ingest.options import PipelineOptions
+    from tests.ingest.test_service import restart_bound  # the test's bound now (it may have moved since the runs)
+
+    bound, worst = restart_bound(), max(files)
+    per = PipelineOptions(preset="optimized").cycle_length
     margin = (
         f"is {bound - worst} files above the worst run"
         if bound > worst
@@ -155,7 +159,7 @@ def _restart_block(root: Path) -> str:
     return (
         f"Worker restart, the test's scenario repeated {len(runs)} times ({source(r)}): lost "
         f"{_span(files)} of {s['files']} files ({_span([x['lost_examples'] for x in runs])} of {s['examples']} "
-        f"examples); {spread}; ids seen twice: {twice}. The test's bound, 3 x `cycle_length` = {bound} files, "
+        f"examples); {spread}; ids seen twice: {twice}. The test's bound, {bound // per} x `cycle_length` = {bound} files, "
         f"{margin}.\n"
     )
 
