@@ -159,7 +159,8 @@ def _restart_block(root: Path) -> str:
     return (
         f"Worker restart, the test's scenario repeated {len(runs)} times ({source(r)}): lost "
         f"{_span(files)} of {s['files']} files ({_span([x['lost_examples'] for x in runs])} of {s['examples']} "
-        f"examples); {spread}; ids seen twice: {twice}. The test's bound, {bound // per} x `cycle_length` = {bound} files, "
+        f"examples); {spread}; ids seen twice: {twice}. "
+        f"The test's bound, {bound // per} x `cycle_length` = {bound} files, "
         f"{margin}.\n"
     )
 
