@@ -151,9 +151,6 @@ class ForeignTFRecord(sourced.FromSource):
                 return f"{self.root} was prepared with {key.upper()}={info.get(key)}, not {asked}"
         return super().stale()
 
-    def num_examples(self, split: str) -> int | None:
-        return self.info.get("splits", {}).get(split, {}).get("num_examples")
-
     def expected_records(self, path: str) -> int | None:
         """Records counted in ``path`` when prepared (by full path: SOURCE folders may repeat names)."""
         for split in self.info.get("splits", {}).values():

@@ -55,9 +55,7 @@ class ImageFolder(sourced.FromSource):
     # ---- what it is ----------------------------------------------------------------------
     def source_files(self) -> list[str]:
         """Every file of the image folder's layout (its fingerprint tells when to prepare again)."""
-        if not self.source:
-            raise DataError(f"dataset {self.name!r} has no SOURCE: give SOURCE=<{self._source_hint}>")
-        return image_folder.source_files(self.source)
+        return image_folder.source_files(self.required_source())
 
     @property
     def size(self) -> int:

@@ -114,15 +114,19 @@ class FromSource(Dataset):
         """SOURCE with ``~`` expanded ('' when neither given nor recorded)."""
         return expand(self.options.source)
 
+    def required_source(self) -> str:
+        """:attr:`source`; raises :class:`DataError` saying what to give when there is none."""
+        if not self.source:
+            raise DataError(f"dataset {self.name!r} has no SOURCE: give SOURCE=<{self._source_hint}>")
+        return self.source
+
     def source_files(self) -> list[str]:
         """Every file of SOURCE, sorted; raises :class:`DataError` naming SOURCE when there are none."""
         raise NotImplementedError
 
     def glob_source(self, default_patterns: tuple[str, ...]) -> list[str]:
         """Files of SOURCE: the glob as given, or a folder's files matching ``default_patterns``."""
-        source = self.source
-        if not source:
-            raise DataError(f"dataset {self.name!r} has no SOURCE: give SOURCE=<{self._source_hint}>")
+        source = self.required_source()
         if _GLOB_CHARS.search(source):
             found = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
         elif os.path.isdir(source):
