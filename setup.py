@@ -2,7 +2,11 @@
 
 from setuptools import find_packages, setup
 
-# Pins that were tried together on this machine (../shared/stack/tried-together-py311.txt).
+# Pins that were tried together on this machine: ../shared/stack/tried-with-tfdv-py311.txt (the set
+# with TFDV; the set before it, Beam 2.77 / pyarrow 25, is ../shared/stack/tried-together-py311.txt).
+# TFDV 1.16.1 (the TF 2.16 line) needs pyarrow<11 and pandas<2, and Beam 2.61.0 is the newest Beam
+# that accepts pyarrow 10. Unpinned, pip backtracks for many minutes through apache-beam and
+# cachetools versions, so the transitive pins that settle it are listed too.
 # Horovod and the DALI TensorFlow plugin compile against the installed TensorFlow, so the
 # Makefile installs them after this package, with --no-build-isolation (extras document pins).
 CORE = [
@@ -12,9 +16,17 @@ CORE = [
     "tensorboard==2.16.2",
     "tensorboard-plugin-profile==2.16.0",
     "setuptools>=69,<81",  # TensorBoard 2.16 imports pkg_resources, which setuptools 81 removed
-    "apache-beam[tfrecord]==2.77.0",
+    "apache-beam[gcp,tfrecord]==2.61.0",  # gcp: TFDV imports Beam's GCP modules (and gs:// needs them)
     "google-crc32c==1.9.0",
-    "pyarrow==25.0.1",
+    "pyarrow==10.0.1",  # TFDV/tfx-bsl 1.16 need pyarrow<11 (no Parquet page checksums: see sources/parquet.py)
+    "pandas==1.5.3",  # TFDV 1.16 needs pandas<2
+    # The data-validation step (ingest/validate.py) and what stops pip backtracking around it.
+    "tensorflow-data-validation==1.16.1",
+    "tfx-bsl==1.16.1",
+    "tensorflow-serving-api==2.16.1",
+    "cachetools==5.5.2",
+    "pyfarmhash==0.3.2",
+    "joblib==1.5.3",
     "numpy==1.26.4",
     "protobuf==4.25.9",
     "PyYAML==6.0.4",

@@ -18,6 +18,23 @@ import tensorflow as tf
 from stoker import files
 from stoker.errors import DataError
 
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: assume the older API
+        return False
+
+
+# Page CRCs came with pyarrow 13 (write_page_checksum, page_checksum_verification); the stack with
+# TFDV pins pyarrow 10.0.1, which has neither: there stoker's shards are protected by the whole-file
+# CRC32C that dataset_info.json records, and a shard copied without that file is not.
+PAGE_CHECKSUMS = _accepts(pq.ParquetWriter.__init__, "write_page_checksum")
+_WRITE_CRC = {"write_page_checksum": True} if PAGE_CHECKSUMS else {}
+_VERIFY_CRC = {"page_checksum_verification": True} if PAGE_CHECKSUMS else {}
+
 _TF_OF_ARROW = {pa.int64(): tf.int64, pa.int32(): tf.int32, pa.float32(): tf.float32, pa.float64(): tf.float64}
 
 
@@ -73,7 +90,7 @@ def read_pyarrow(
     def batches(name: bytes):
         path = name.decode()
         try:
-            with pq.ParquetFile(path, page_checksum_verification=True) as f:  # where the writer stored page CRCs
+            with pq.ParquetFile(path, **_VERIFY_CRC) as f:  # where the writer stored page CRCs
                 for batch in f.iter_batches(batch_size=batch_rows, columns=list(columns)):
                     yield {c: np.asarray(batch.column(c).to_numpy()) for c in columns}
         except (OSError, pa.ArrowException) as err:  # surfaces in tf.data as an error naming the file
@@ -84,7 +101,8 @@ def read_pyarrow(
 
 
 def write(path: str, table: Mapping[str, np.ndarray], row_group: int = 4096) -> int:
-    """Write a Parquet file atomically, with a CRC32 in every data page header; returns rows written.
+    """Write a Parquet file atomically, with a CRC32 in every data page header where pyarrow can
+    (:data:`PAGE_CHECKSUMS`); returns rows written.
 
     The page checksums let a reader that verifies them (:func:`read_pyarrow`) refuse a damaged
     page even without ``dataset_info.json``'s whole-file CRC (a copied shard, a foreign reader).
@@ -93,6 +111,6 @@ def write(path: str, table: Mapping[str, np.ndarray], row_group: int = 4096) -> 
 
     target = Path(path)
     tmp, target = files.atomic_target(target)
-    pq.write_table(pa.table(dict(table)), tmp, row_group_size=row_group, write_page_checksum=True)
+    pq.write_table(pa.table(dict(table)), tmp, row_group_size=row_group, **_WRITE_CRC)
     tmp.replace(target)
     return len(next(iter(table.values())))

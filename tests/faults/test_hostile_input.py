@@ -153,6 +153,9 @@ def test_parquet_damage_is_named_or_exact(clicks_master, tmp_path, data, reader)
         _read_all(ds, "train", PipelineOptions())
 
 
+@pytest.mark.skipif(
+    not parquet.PAGE_CHECKSUMS, reason="pyarrow < 13 writes no page CRCs: a copied shard has no checksum of its own"
+)
 @CASES
 @given(data=st.data())
 def test_parquet_without_dataset_info_is_named_or_exact(clicks_master, tmp_path, data):
