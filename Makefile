@@ -22,7 +22,7 @@ ARGS = $(foreach v,$(VARS),$(if $($(v)),'$(v)=$($(v))'))  # quoted: SOURCE='dir/
 SET ?=
 BEAM_ARGS ?=
 
-.PHONY: setup train prepare datasets test test-kills test-fast lint format profile bench tensorboard data-service clean help
+.PHONY: setup train prepare validate datasets test test-kills test-fast lint format profile bench tensorboard data-service clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
@@ -44,6 +44,9 @@ train: setup  ## train on DATASET (prepared first if missing); writes runs/$(RUN
 
 prepare: setup  ## write DATASET's files with its Beam job (RUNNER=, BEAM_ARGS=, SHARDS=)
 	$(PY) -m ingest prepare $(ARGS) $(if $(SET),--set "$(SET)") $(if $(BEAM_ARGS),--beam-args "$(BEAM_ARGS)")
+
+validate: setup  ## check DATASET's files, or new data SOURCE=, against its schema.pbtxt (TFDV); one line per anomaly
+	$(PY) -m ingest validate $(ARGS) $(if $(SET),--set "$(SET)") $(if $(BEAM_ARGS),--beam-args "$(BEAM_ARGS)")
 
 datasets: setup  ## list registered datasets (built-ins and plug-ins)
 	$(PY) -m ingest datasets $(ARGS)

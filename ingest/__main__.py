@@ -9,22 +9,48 @@ import shlex
 import sys
 
 from stoker import cli
+from stoker.errors import DataError
 
 log = logging.getLogger("stoker")
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from ingest import datasets
+    from ingest import datasets, validation
     from ingest import runconfig as run_config
 
     config = run_config.from_args(args.items, args.set)
     runner = dict(i.split("=", 1) for i in args.items if "=" in i).get("RUNNER", "DirectRunner")
     dataset = datasets.get(config.data)
-    info = dataset.prepare(runner=runner, beam_args=shlex.split(args.beam_args or ""))
+    info = validation.prepare(dataset, runner=runner, beam_args=shlex.split(args.beam_args or ""))
     for split, meta in info.get("splits", {}).items():
         log.info(
             "%s/%s: %d examples in %d files", dataset.name, split, meta["num_examples"], len(meta.get("shards", []))
         )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """``make validate DATASET=... [SOURCE=new data]``: one line per anomaly, exit 1 on any."""
+    from ingest import datasets, validation
+    from ingest import runconfig as run_config
+
+    items = dict(i.split("=", 1) for i in args.items if "=" in i)
+    new_source = items.pop("SOURCE", "")
+    config = run_config.from_args([f"{k}={v}" for k, v in items.items()], args.set)
+    dataset = datasets.get(config.data)
+    if not dataset.is_prepared():
+        raise DataError(
+            f"dataset {dataset.name!r} is not prepared under {dataset.root}: run `make prepare DATASET=...`"
+        )
+    found = validation.check_dataset(
+        dataset, new_source, runner=items.get("RUNNER", "DirectRunner"), beam_args=shlex.split(args.beam_args or "")
+    )
+    what = f"SOURCE={new_source}" if new_source else f"the files of {dataset.name}"
+    sys.stdout.write("".join(f"{a}\n" for a in found))
+    if found:
+        log.error("%d anomal%s in %s (feature -> anomaly -> file)", len(found), "y" if len(found) == 1 else "ies", what)
+        return 1
+    log.info("%s: no anomalies against %s/schema.pbtxt", what, dataset.root)
     return 0
 
 
@@ -56,6 +82,10 @@ def main() -> int:
     prep.add_argument("items", nargs="*")
     prep.add_argument("--set", action="append", default=[])
     prep.add_argument("--beam-args", default="", help="flags passed to Beam, e.g. '--flink_master=host:8081'")
+    check = sub.add_parser("validate", help="check a dataset's files, or new data (SOURCE=), against its schema")
+    check.add_argument("items", nargs="*")
+    check.add_argument("--set", action="append", default=[])
+    check.add_argument("--beam-args", default="", help="flags passed to Beam")
     listing = sub.add_parser("datasets", help="list registered datasets and folders prepared from SOURCE")
     listing.add_argument("items", nargs="*")
     svc = sub.add_parser("service", help="run a tf.data service dispatcher and workers")
@@ -64,7 +94,8 @@ def main() -> int:
     service_cli.add_cluster_args(svc)
     args = p.parse_args()
     cli.setup_logging()
-    return {"prepare": _prepare, "datasets": _datasets, "service": _service}[args.command](args)
+    commands = {"prepare": _prepare, "validate": _validate, "datasets": _datasets, "service": _service}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -331,6 +331,43 @@ class Dataset:
             total += int(np.prod(shape)) * spec.dtype.size
         return total
 
+    # ---- how to validate it (ingest.validation) --------------------------------------------
+    validates: ClassVar[bool] = False  # True: prepare writes TFDV statistics and a schema; training checks changes
+    validation_numeric: ClassVar[tuple[str, ...]] = ()  # numeric model inputs: Jensen-Shannon drift comparators
+    validation_ignore: ClassVar[tuple[str, ...]] = ("id",)  # ids, file names, encoded images: no domain, no drift
+
+    def validation_splits(self) -> dict[str, list[str]]:
+        """Split -> files that TFDV describes (every prepared split, train first)."""
+        names = sorted(self.info.get("splits", {}), key=lambda s: (s != "train", s))
+        return {split: self.files(split) for split in names}
+
+    def validation_plan(self) -> Any:
+        """What TFDV reads (an ``ingest.validate.Plan``): by default stoker's own shards, TFRecords of
+        tf.Example (tfx-bsl's decoder) or Parquet (pyarrow record batches)."""
+        import functools
+
+        from ingest import validate
+
+        if self.format == "tfrecord":
+            batches = functools.partial(validate.tfrecord_batches, compression=self.compression)
+        else:
+            batches = validate.parquet_batches
+        records = sum(int(s.get("num_examples", 0)) for s in self.info.get("splits", {}).values())
+        return validate.Plan(
+            splits=self.validation_splits(),
+            batches=batches,
+            label=self.label_key,
+            numeric=self.validation_numeric,
+            ignore=self.validation_ignore,
+            records=records,
+        )
+
+    def plan_for_source(self, source: str, workdir: str, *, runner: str = "DirectRunner", beam_args=None) -> Any:
+        """The plan of new data from ``source``, prepared into ``workdir`` (``make validate SOURCE=``)."""
+        raise DataError(
+            f"dataset {self.name!r} is not made from a SOURCE: `make validate DATASET={self.name}` checks its own files"
+        )
+
     # ---- how to make it ------------------------------------------------------------------
     def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict[str, Any]:
         """Generate or convert the raw data into files (``make prepare``); none by default."""

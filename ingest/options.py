@@ -86,6 +86,9 @@ class DataOptions:
     max_side: int = 0  # images: shrink so the longer side is at most this when preparing (0: keep)
     skip_bad_files: bool = False  # skip undecodable files or rows when preparing (counted, listed in the info)
     vocab_size: int = 1000  # table: most frequent values kept per string column (others: one OOV bucket)
+    # error: data changed since it was last validated is checked against schema.pbtxt before step 1,
+    # and a bad file stops the run; warn: logged; off: not checked (ingest/validation.py)
+    validate: Literal["error", "warn", "off"] = "error"
 
     def __post_init__(self) -> None:
         for key in ("shuffle_buffer", "train_examples", "eval_examples", "shards", "image_size"):

@@ -14,7 +14,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from ingest import autotune, datasets, pipeline, positioned, resample
+from ingest import autotune, datasets, pipeline, positioned, resample, validation
 from ingest.dataset import Dataset
 from ingest.runconfig import RunConfig
 from strategies.backend import Backend
@@ -110,11 +110,17 @@ def setup_precision_and_seeds(config: RunConfig, backend_name: str) -> None:
 
 
 def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
-    """Prepare the dataset when its files are missing (and config allows it)."""
+    """Host (chief), before step 1: prepare the dataset when its files are missing or stale (and config
+    allows it), then check the files that changed since they were validated (``data.validate``)."""
+    _prepare_if_needed(dataset, config)
+    validation.before_training(dataset, config.data.validate)
+
+
+def _prepare_if_needed(dataset: Dataset, config: RunConfig) -> None:
     stale = dataset.stale() if dataset.is_prepared() else ""
     if stale and config.train.prepare_missing:
         log.info("%s: preparing %s again", stale, dataset.root)
-        dataset.prepare()
+        validation.prepare(dataset)
         return
     if dataset.is_prepared():
         differs = dataset.mismatch()  # reads dataset_info.json
@@ -131,7 +137,7 @@ def ensure_prepared(dataset: Dataset, config: RunConfig) -> None:
         dataset.files(config.data.train_split)  # raises the clear "run make prepare" error
         return
     log.info("dataset %s is not prepared under %s: preparing it now", dataset.name, dataset.root)
-    dataset.prepare()
+    validation.prepare(dataset)
 
 
 def prepare(config: RunConfig) -> None:

@@ -45,6 +45,8 @@ class Clicks(Dataset):
 
     name = "clicks"
     format = "parquet"
+    validates = True
+    validation_numeric = tuple(NUMERIC)  # f0..f7; ad is a category id, id an example id
     feature_key = "features"
 
     @property

@@ -262,6 +262,29 @@ class ForeignTFRecord(sourced.FromSource):
         return dict(example, **{self.feature_key: image})
 
     # ---- how to make it (count in place) ----------------------------------------------------
+    # ---- validating it (ingest.validation): statistics at the counting step, into DATA_DIR/<name>/ --
+    validates = True
+
+    def validation_plan(self):
+        """TFDV reads the user's files in place (tfx-bsl's tf.Example decoder); statistics, schema and the
+        record go to ``<data_dir>/<name>/``, never into SOURCE."""
+        import functools
+
+        from ingest import validate
+
+        spec, feature = self.spec, self.feature_key
+        image = bool(spec.get(feature, {}).get("image"))
+        numeric = () if image or spec.get(feature, {}).get("kind") not in ("float", "int64") else (feature,)
+        return validate.Plan(
+            splits=self.validation_splits(),
+            batches=functools.partial(validate.tfrecord_batches, compression=self.compression),
+            label=self.label_key,
+            int_label=spec.get(self.label_key, {}).get("kind") != "bytes",
+            numeric=numeric,
+            ignore=("id", feature) if image else ("id",),
+            records=sum(int(s.get("num_examples", 0)) for s in self.info.get("splits", {}).values()),
+        )
+
     def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict[str, Any]:
         """Infer the spec, count and check every record once, write ``dataset_info.json`` (SOURCE untouched)."""
         paths = [os.path.abspath(p) for p in self.source_files()]
@@ -303,11 +326,12 @@ class ForeignTFRecord(sourced.FromSource):
 
     def _keys(self, spec: dict[str, dict[str, Any]]) -> tuple[str, str]:
         """LABEL and FEATURE checked against the sampled keys (the closest keys when one is not there)."""
-        label = self.options.label or ("label" if "label" in spec else "")
+        recorded = self.info  # DATASET=<name> prepared again (SOURCE changed): the LABEL and FEATURE it was made with
+        label = self.options.label or recorded.get("label") or ("label" if "label" in spec else "")
         if not label:
             raise DataError(f"DATASET=tfrecord needs LABEL=<key>: the records have {_closest('label', spec)}")
         images = [k for k, e in spec.items() if e["image"] and k != label]
-        feature = self.options.feature or (images[0] if len(images) == 1 else "")
+        feature = self.options.feature or recorded.get("feature") or (images[0] if len(images) == 1 else "")
         if not feature:
             raise DataError(f"DATASET=tfrecord needs FEATURE=<key> (the model input): {_closest('image', spec)}")
         for make_var, key in (("LABEL", label), ("FEATURE", feature)):

@@ -46,6 +46,8 @@ class ImageFolder(sourced.FromSource):
 
     kind = "images"
     name = "images"
+    validates = True
+    validation_ignore = ("id", "image", "file")  # JPEG bytes, example ids and source paths: no domain, no drift
     has_augment = True
     default_model = "shapes_cnn"
     sizes_vary: ClassVar[bool] = True  # shards keep each image's own size: decode per example (DALI too)

@@ -89,6 +89,8 @@ class Shapes(Dataset):
     """Colored shapes, JPEG-encoded in TFRecord shards; decoded in the batched parse."""
 
     name = "shapes"
+    validates = True
+    validation_ignore = ("id", "image")  # JPEG bytes: no domain; class-pure shards are detected, see ingest.validation
     has_augment = True
 
     def __init__(self, options: DataOptions | None = None) -> None:

@@ -144,6 +144,30 @@ class FromSource(Dataset):
             )
         return found
 
+    def plan_for_source(self, source: str, workdir: str, *, runner: str = "DirectRunner", beam_args=None) -> Any:
+        """New data from ``source`` prepared the way this kind prepares, into ``workdir/<name>`` (not over
+        the dataset), with this dataset's LABEL and FEATURE; its validation plan."""
+        info = self.info
+        options = dataclasses.replace(
+            self.options,
+            name=self.kind,
+            source=source,
+            prepared_name=self.name,
+            data_dir=workdir,
+            label=self.options.label or info.get("label", ""),
+            feature=self.options.feature or info.get("feature", ""),
+        )
+        new = type(self)(options)
+        new.prepare(runner=runner, beam_args=beam_args)
+        plan = new.validation_plan()
+        ours, theirs = info.get("label_names"), new.info.get("label_names")
+        if plan.int_label and ours and theirs and ours != theirs:  # class ids would mean other classes
+            raise DataError(
+                f"SOURCE={source} has the classes {theirs}, {self.name} has {ours}: its class ids would not mean "
+                "the same classes; give it the same class folders (an empty class folder is not allowed either)"
+            )
+        return plan
+
     def stale(self) -> str:
         """Why the prepared folder must be prepared again ('' when it is current)."""
         info = self.info

@@ -132,6 +132,54 @@ class Table(FromSource):
     def parse_labels(self, records: dict[str, tf.Tensor]) -> tf.Tensor:
         return records["label"]
 
+    # ---- validating it (ingest.validation) ------------------------------------------------
+    validates: ClassVar[bool] = True
+
+    def validation_plan(self, paths: list[str] | None = None):
+        """TFDV reads the source rows (``ingest.prepare.table_arrow``): the columns by their own names.
+
+        ``paths`` (new data) are read with this dataset's column types; they are one set ("check").
+        """
+        import functools
+
+        from ingest import validate
+        from ingest.prepare import table_arrow
+
+        info = self.info
+        columns = info.get("columns") or self._features()
+        types = {name: c["type"] for name, c in columns.items()}
+        label_int = info.get("label_kind") == "int"
+        batches = functools.partial(
+            table_arrow.batches,
+            types=types,
+            label=info["label"],
+            label_int=label_int,
+            fraction=info.get("validation_fraction", self.options.validation_fraction),
+            seed=info.get("seed", self.options.seed),
+        )
+        ids = tuple(n for n in columns if table_arrow.ID_LIKE.search(n))
+        numeric = tuple(n for n, c in columns.items() if c.get("role") == "numeric" and n not in ids)
+        files = paths if paths is not None else self.source_files()
+        splits = {"check": files} if paths is not None else {"train": files, "validation": files}
+        rows = sum(v.get("num_examples", 0) for v in info.get("splits", {}).values())
+        return validate.Plan(
+            splits=splits,
+            batches=batches,
+            label=info["label"],
+            int_label=label_int,
+            numeric=numeric,
+            ignore=ids,
+            records=rows,
+        )
+
+    def plan_for_source(self, source: str, workdir: str, *, runner: str = "DirectRunner", beam_args=None):
+        """New rows are read as the prepare reads them, typed as this dataset's columns (no shards needed:
+        TFDV describes source rows)."""
+        import dataclasses
+
+        other = Table(dataclasses.replace(self.options, name=self.kind, source=source, prepared_name=self.name))
+        return self.validation_plan(other.source_files())
+
     # ---- making it -----------------------------------------------------------------------
     def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict:
         """Read SOURCE, compute the train statistics and write the shards (a Beam job)."""
