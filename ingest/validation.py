@@ -215,7 +215,8 @@ def before_training(dataset: Dataset, mode: str, *, runner: str = "DirectRunner"
         [f"... and {len(found) - _LISTED} more"] if len(found) > _LISTED else []
     )
     message = (
-        f"{len(found)} data anomal{'y' if len(found) == 1 else 'ies'} in {dataset.name} against {root / validate.SCHEMA} "
+        f"{len(found)} data anomal{'y' if len(found) == 1 else 'ies'} in {dataset.name} "
+        f"against {root / validate.SCHEMA} "
         "(feature -> anomaly -> file):\n  " + "\n  ".join(lines) + "\nFix or remove the file(s); or, if the change is "
         f"intended, edit {validate.SCHEMA} (or delete it and `make prepare DATASET={dataset.name}` to infer a new "
         f"one); `make validate DATASET={dataset.name}` lists them all; SET=data.validate=warn trains anyway"
