@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stoker import cli
+from stoker import cli, processes
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ def statistics(
     with tempfile.TemporaryDirectory(prefix="stoker-stats-") as tmp:
         beam_opts = _beam_options(runner, beam_args or [], plan.records)
         beam_log = os.path.join(tmp, "beam.log")
+        processes.guard()  # Beam's worker processes (multi_processing) carry this run's mark: the watchdog ends them
         try:
             with cli.stderr_to(beam_log), beam.Pipeline(options=beam_opts) as p:  # Beam's workers print a lot
                 for split, files in splits.items():

@@ -21,6 +21,7 @@ import tensorflow as tf
 from ingest import validate, validation
 from ingest.datasets.clicks import Clicks
 from ingest.datasets.foreign import ForeignTFRecord
+from ingest.datasets.images import ImageFolder
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.table import Table
 from ingest.options import DataOptions
@@ -175,3 +176,32 @@ def test_training_stops_before_step_1_on_a_drifted_file(tmp_path):
     assert out.returncode != 0, text[-3000:]
     assert "label -> " in text and f"-> {src / 'part-1.tfrecord'}" in text, text[-3000:]
     assert not (tmp_path / "runs" / "drift" / "metrics.json").exists()
+
+
+# ---- images: the same Beam job prepares new images into a temporary folder ---------------------
+def _images(folder: Path, counts: dict[str, int]) -> Path:
+    from PIL import Image
+
+    for c, (name, count) in enumerate(counts.items()):
+        (folder / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = np.full((8 + i % 3, 8, 3), (40 + 160 * c, 90, 200 - 160 * c), np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i:03d}.png")
+    return folder
+
+
+def test_images_new_folder_is_prepared_aside_and_a_class_mix_shift_is_named(tmp_path):
+    src = _images(tmp_path / "flowers", {"rose": 30, "tulip": 30})
+    data = tmp_path / "data"
+    validation.prepare(ImageFolder(DataOptions(name="images", source=str(src), data_dir=str(data))))
+    ds = ImageFolder(DataOptions(name="flowers", data_dir=str(data)))
+    html = (ds.root / validate.HTML).read_text()
+    assert "<td>label</td>" in html and "<td>file</td>" in html
+    schema, _ = validate.load(ds.root)
+    assert not [f for f in schema.feature if f.name == "file" and f.WhichOneof("domain_info")]  # a new file is fine
+    same = _images(tmp_path / "more", {"rose": 12, "tulip": 12})
+    assert validation.check_dataset(ds, str(same)) == []
+    skewed = _images(tmp_path / "skewed", {"rose": 20, "tulip": 2})
+    found = validation.check_dataset(ds, str(skewed))
+    assert [a for a in found if a.feature == "label" and a.file == "" and "Linfty" in a.kind], found
+    assert sorted(p.name for p in data.iterdir()) == ["flowers"]  # nothing prepared over or beside the dataset
