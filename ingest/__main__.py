@@ -76,6 +76,7 @@ def _service(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    cli.quiet_library_warnings()  # before service_cli's imports below
     p = argparse.ArgumentParser(prog="python -m ingest")
     sub = p.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="write a dataset's files (Beam job)")

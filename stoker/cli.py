@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -70,6 +71,15 @@ def setup_logging(level: int = logging.INFO) -> None:
     # on every call); Beam's local job service relays every worker's warnings.
     for name in ("tensorflow", "apache_beam"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_library_warnings()
+
+
+def quiet_library_warnings() -> None:
+    """Drop the import-time FutureWarnings of google-api-core and google-auth (Beam's GCP extra, which
+    TFDV needs, imports them): Python 3.11's end of life and grpcio's post-quantum support are not
+    this run's. Call before importing the libraries (``VERBOSE=1`` keeps them)."""
+    if not verbose():
+        warnings.filterwarnings("ignore", r"(You are using a Python version|grpcio < )", FutureWarning)
 
 
 @contextlib.contextmanager

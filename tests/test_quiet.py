@@ -59,7 +59,8 @@ def test_prepare_is_quiet_and_keeps_beams_output_in_a_log(tmp_path):
     assert _noise(text) == [], _noise(text)
     assert "prepared" in text
     log = (tmp_path / "shapes.prepare.log").read_text()
-    assert "INFO:" in log or "sdk_worker" in log  # Beam's workers spoke, into the log
+    # Beam's workers spoke, into the log (Beam 2.61's workers say little more than their imports' warnings)
+    assert "INFO:" in log or "sdk_worker" in log or "Warning" in log
 
 
 @pytest.mark.slow
