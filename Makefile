@@ -36,7 +36,7 @@ $(STAMP): setup.py
 	$(HOROVOD_ENV) $(PIP) install --quiet --no-build-isolation "horovod==0.28.1"
 	$(PIP) install --quiet --no-build-isolation "nvidia-dali-tf-plugin-cuda120==2.4.0"
 	$(PIP) install --quiet "torch==2.13.0"
-	$(PY) -c "import tensorflow, tf_keras, tensorflow_io, apache_beam, horovod.tensorflow, nvidia.dali, torch"
+	$(PY) -c "import tensorflow, tf_keras, tensorflow_io, apache_beam, tensorflow_data_validation, horovod.tensorflow, nvidia.dali, torch"
 	@touch $(STAMP)
 
 train: setup  ## train on DATASET (prepared first if missing); writes runs/$(RUN)/
