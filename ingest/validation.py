@@ -104,23 +104,22 @@ def describe(
     plan = dataset.validation_plan()
     if plan is None:
         return
-    tfdv = validate._tfdv()
     root = Path(dataset.root)
     kept_record = kept_record or {}
     if kept_schema and kept_record.get("label", plan.label) != plan.label:
         log.warning("%s: LABEL is now %s (was %s): inferring a new schema", root, plan.label, kept_record["label"])
         kept_schema, kept_record = "", {}
     schema = None
-    if kept_schema:
+    if kept_schema:  # put back first: a failure below must not lose the user's schema or the record
         (root / validate.SCHEMA).write_text(kept_schema)
-        schema = tfdv.load_schema_text(str(root / validate.SCHEMA))
+        _write_record(root, dict(kept_record, label=plan.label))
+        schema = load_schema(root)
     log.info(
         "%s: TFDV statistics of %s", dataset.name, ", ".join(f"{s} ({len(f)} files)" for s, f in plan.splits.items())
     )
     by_split = validate.statistics(plan, schema=schema, runner=runner, beam_args=beam_args)
     schema = validate.write(root, by_split, schema, plan)
     if kept_schema:
-        _write_record(root, dict(kept_record, label=plan.label))
         log.info(
             "%s: kept %s (delete it to infer a new one); files not yet checked against it are checked "
             "before training, or now with `make validate DATASET=%s`",
@@ -141,6 +140,19 @@ def describe(
     log.info("%s: wrote %s, %s and %s", root, validate.STATISTICS, validate.HTML, validate.SCHEMA)
 
 
+def load_schema(root: Path) -> Any:
+    """``root/schema.pbtxt``; an edit that is not a valid schema is an error naming the file and line."""
+    from google.protobuf import text_format
+
+    try:
+        return validate._tfdv().load_schema_text(str(root / validate.SCHEMA))
+    except text_format.ParseError as err:
+        raise DataError(
+            f"{root / validate.SCHEMA} is not a valid TFDV schema ({err}); fix the edit, or delete the file "
+            f"to infer a new one at the next prepare"
+        ) from None
+
+
 # ---- checks ----------------------------------------------------------------------------------
 def _loaded(dataset: Dataset) -> tuple[Any, Any]:
     root = Path(dataset.root)
@@ -149,6 +161,7 @@ def _loaded(dataset: Dataset) -> tuple[Any, Any]:
             f"{root} has no {validate.SCHEMA} and {validate.STATISTICS} to validate against; run "
             f"`make prepare DATASET={dataset.name}` (it writes them)"
         )
+    load_schema(root)  # a broken edit: the error names the file
     return validate.load(root)
 
 

@@ -25,6 +25,7 @@ from ingest.datasets.images import ImageFolder
 from ingest.datasets.shapes import Shapes
 from ingest.datasets.table import Table
 from ingest.options import DataOptions
+from stoker.errors import DataError
 from tests.training import runs
 
 ROWS = 200  # per CSV file: four cycles of the 50 sizes (validate.MIN_DRIFT_RECORDS: compared on its own)
@@ -131,6 +132,9 @@ def test_class_pure_shards_are_not_label_drift_and_an_edited_schema_survives(tmp
     validation.prepare(ds)
     assert (ds.root / validate.SCHEMA).read_text() == "# edited by hand\n" + edited
     assert (ds.root / validate.STATISTICS).is_file()
+    (ds.root / validate.SCHEMA).write_text(edited + "\nfeature { name: ")  # a broken edit
+    with pytest.raises(DataError, match="schema.pbtxt is not a valid TFDV schema"):
+        validation.check_dataset(ds)
 
 
 def test_clicks_parquet_shards_are_described_from_arrow(tmp_path):
