@@ -156,13 +156,14 @@ def hint(plan: Plan) -> Any:
 
 
 def _beam_options(runner: str, beam_args: list[str], records: int):
-    from apache_beam.options.pipeline_options import PipelineOptions
+    """The prepare's Beam options (DirectRunner: one worker process per core), in-process below
+    :data:`SMALL` records, where starting the workers takes longer than the work (as images do)."""
+    from ingest.prepare import beam_job
 
-    args = [f"--runner={runner}", *beam_args]
     small = 0 < records < SMALL
     if runner == "DirectRunner" and small and not any(a.startswith("--direct_") for a in beam_args):
-        args += ["--direct_running_mode=in_memory", "--direct_num_workers=1"]  # as prepare does for small jobs
-    return PipelineOptions(args)
+        beam_args = [*beam_args, "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    return beam_job._beam_options(runner, beam_args, os.cpu_count() or 1)
 
 
 def _read(path: str, batches: Batches, split: str) -> Iterator[Any]:
