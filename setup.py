@@ -4,9 +4,9 @@ from setuptools import find_packages, setup
 
 # Pins that were tried together on this machine: ../shared/stack/tried-with-tfdv-py311.txt (the set
 # with TFDV; the set before it, Beam 2.77 / pyarrow 25, is ../shared/stack/tried-together-py311.txt).
-# TFDV 1.16.1 (the TF 2.16 line) needs pyarrow<11 and pandas<2, and Beam 2.61.0 is the newest Beam
-# that accepts pyarrow 10. Unpinned, pip backtracks for many minutes through apache-beam and
-# cachetools versions, so the transitive pins that settle it are listed too.
+# TFDV 1.16.1 (the TF 2.16 line) needs pyarrow<11 and pandas<2; Beam 2.61.0 accepts pyarrow 10.0.1
+# (Beam 2.77 needs pyarrow>=14). Unpinned, pip backtracks for many minutes through apache-beam and
+# cachetools versions, so the transitive pins that settle it are listed too (from the tried set).
 # Horovod and the DALI TensorFlow plugin compile against the installed TensorFlow, so the
 # Makefile installs them after this package, with --no-build-isolation (extras document pins).
 CORE = [
