@@ -8,7 +8,7 @@ Besides registered names, ``DATASET`` may be a kind made from the user's files
 from __future__ import annotations
 
 from ingest.dataset import Dataset
-from ingest.datasets import mixed, sourced
+from ingest.datasets import mixed, sourced, tfds_prepared
 from ingest.datasets.clicks import Clicks
 from ingest.datasets.foreign import ForeignTFRecord  # noqa: F401  (registers DATASET=tfrecord)
 from ingest.datasets.images import ImageFolder  # noqa: F401 (registers DATASET=images)
@@ -62,6 +62,8 @@ def names(data_dir: str) -> dict[str, str]:
     out = {n: REGISTRY.origin(n) or "stoker (built-in)" for n in REGISTRY.names()}
     for name, kind in sourced.prepared(data_dir).items():
         out.setdefault(name, f"prepared ({kind})")
+    for name in tfds_prepared.found(data_dir):
+        out.setdefault(name, "prepared by TFDS")
     return out
 
 

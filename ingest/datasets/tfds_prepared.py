@@ -52,6 +52,21 @@ def _versions(folder: Path) -> list[str]:
     return sorted(found, key=lambda v: tuple(map(int, v.split("."))))
 
 
+def found(data_dir: str) -> list[str]:
+    """``tfds:NAME[/CONFIG]`` of every folder TFDS prepared under ``$TFDS_DATA_DIR`` (else ``data_dir``)."""
+    top = Path(os.path.expanduser(os.environ.get("TFDS_DATA_DIR") or data_dir))
+    if not top.is_dir():
+        return []
+    out = []
+    for info in sorted(top.glob("*/*/features.json")) + sorted(top.glob("*/*/*/features.json")):
+        version = info.parent
+        if not re.fullmatch(r"\d+\.\d+\.\d+", version.name) or not (version / "dataset_info.json").is_file():
+            continue
+        parts = version.parent.relative_to(top).parts
+        out.append(PREFIX + "/".join(parts))
+    return sorted(set(out))
+
+
 class TfdsDataset(Dataset):
     """A TFDS-prepared dataset read in place (nothing of stoker's is written beside it)."""
 

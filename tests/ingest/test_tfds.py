@@ -66,6 +66,7 @@ def test_reads_splits_features_and_sizes_from_tfds_metadata(tfds_dir, monkeypatc
     assert ds.prepare()["splits"]["train"]["num_examples"] == 256  # prepared: nothing to do
     ids = np.concatenate([b["id"].numpy() for b in ds.read(tf.constant(ds.files("train")[0])).batch(64).map(ds.parse)])
     np.testing.assert_array_equal(ds.labels("train"), ids % 4)  # labels read alone, in file order
+    assert datasets.names(str(tfds_dir))["tfds:stoker_test_colors"] == "prepared by TFDS"  # make datasets lists it
 
 
 def test_not_prepared_names_the_path_searched_and_the_command(tfds_dir, tmp_path, monkeypatch):
