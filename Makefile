@@ -36,7 +36,10 @@ $(STAMP): setup.py
 	$(HOROVOD_ENV) $(PIP) install --quiet --no-build-isolation "horovod==0.28.1"
 	$(PIP) install --quiet --no-build-isolation "nvidia-dali-tf-plugin-cuda120==2.4.0"
 	$(PIP) install --quiet "torch==2.13.0"
-	$(PY) -c "import tensorflow, tf_keras, tensorflow_io, apache_beam, tensorflow_data_validation, horovod.tensorflow, nvidia.dali, torch"
+	@# Every package imports (their import-time chatter is shown only when one fails).
+	$(PY) -W ignore::FutureWarning -c "import tensorflow, tf_keras, tensorflow_io, apache_beam, \
+	  tensorflow_data_validation, horovod.tensorflow, nvidia.dali, torch" 2>$(VENV)/imports.log || \
+	  { cat $(VENV)/imports.log; exit 1; }
 	@touch $(STAMP)
 
 train: setup  ## train on DATASET (prepared first if missing); writes runs/$(RUN)/

@@ -16,7 +16,8 @@ CORE = [
     "tensorboard==2.16.2",
     "tensorboard-plugin-profile==2.16.0",
     "setuptools>=69,<81",  # TensorBoard 2.16 imports pkg_resources, which setuptools 81 removed
-    "apache-beam[gcp,tfrecord]==2.61.0",  # gcp: TFDV imports Beam's GCP modules (and gs:// needs them)
+    # gcp: TFDV imports Beam's GCP modules (and gs:// needs them); 2.61 has no tfrecord extra (crcmod is a base need)
+    "apache-beam[gcp]==2.61.0",
     "google-crc32c==1.9.0",
     "pyarrow==10.0.1",  # TFDV/tfx-bsl 1.16 need pyarrow<11 (no Parquet page checksums: see sources/parquet.py)
     "pandas==1.5.3",  # TFDV 1.16 needs pandas<2
