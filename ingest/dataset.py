@@ -200,6 +200,10 @@ class Dataset:
         """Examples in ``split`` when known (from ``dataset_info.json``)."""
         return self.info.get("splits", {}).get(split, {}).get("num_examples")
 
+    def recorded_examples(self) -> int:
+        """Examples in every split, as ``dataset_info.json`` records them (0 for splits it does not count)."""
+        return sum(self.num_examples(split) or 0 for split in self.info.get("splits", {}))
+
     def count_examples(self, split: str) -> int:
         """Host: examples in ``split``: :meth:`num_examples` when known, else counted once and kept.
 
@@ -352,14 +356,13 @@ class Dataset:
             batches = functools.partial(validate.tfrecord_batches, compression=self.compression)
         else:
             batches = validate.parquet_batches
-        records = sum(int(s.get("num_examples", 0)) for s in self.info.get("splits", {}).values())
         return validate.Plan(
             splits=self.validation_splits(),
             batches=batches,
             label=self.label_key,
             numeric=self.validation_numeric,
             ignore=self.validation_ignore,
-            records=records,
+            records=self.recorded_examples(),
         )
 
     def plan_for_source(self, source: str, workdir: str, *, runner: str = "DirectRunner", beam_args=None) -> Any:

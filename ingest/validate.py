@@ -71,6 +71,11 @@ class Plan:
     ignore: tuple[str, ...] = ()  # ids, file names, encoded images: no domain, no drift
     records: int = 0  # records in all splits (0: unknown): small jobs run in-process
 
+    @property
+    def files(self) -> list[str]:
+        """Every file of every split, sorted, each once."""
+        return sorted({path for files in self.splits.values() for path in files})
+
 
 @dataclasses.dataclass(frozen=True)
 class Anomaly:
@@ -213,23 +218,25 @@ def statistics(
         return {split: _public(tfdv.load_stats_binary(os.path.join(tmp, f"{split}.pb"))) for split in splits}
 
 
-def _public(stats: Any) -> Any:
-    """``stats`` without bookkeeping features (the file column; markers are kept for :func:`check`)."""
+def _drop_features(stats: Any, drop: Callable[[Any], bool]) -> Any:
+    """``stats`` (changed in place) without the features for which ``drop(feature)`` is true."""
     for dataset in stats.datasets:
-        keep = [f for f in dataset.features if list(f.path.step) != [FILE_KEY]]
+        keep = [f for f in dataset.features if not drop(f)]
         del dataset.features[:]
         dataset.features.extend(keep)
     return stats
 
 
+def _public(stats: Any) -> Any:
+    """``stats`` without bookkeeping features (the file column; markers are kept for :func:`check`)."""
+    return _drop_features(stats, lambda f: list(f.path.step) == [FILE_KEY])
+
+
 def _without_markers(stats: Any) -> Any:
+    """A copy of ``stats`` without any bookkeeping feature."""
     out = type(stats)()
     out.CopyFrom(stats)
-    for dataset in out.datasets:
-        keep = [f for f in dataset.features if not f.path.step[0].startswith(PRIVATE)]
-        del dataset.features[:]
-        dataset.features.extend(keep)
-    return out
+    return _drop_features(out, lambda f: f.path.step[0].startswith(PRIVATE))
 
 
 def whole(stats: Any) -> Any:
@@ -260,10 +267,12 @@ def infer_schema(train: Any, plan: Plan) -> Any:
     ``plan.numeric`` a Jensen-Shannon one; ``plan.ignore`` (ids, file names, images) no domain, as a
     new id or file is not an anomaly.
     """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
     schema = _tfdv().infer_schema(whole(train), infer_feature_shape=True)
     for feature in schema.feature:
         if feature.name == plan.label:
-            if feature.type == 2:  # INT: a class id is a category (TFDV gives it a string domain, which
+            if feature.type == schema_pb2.INT:  # a class id is a category (TFDV gives it a string domain, which
                 _clear_domain(schema, feature)  # validation then calls a type mismatch)
                 feature.int_domain.is_categorical = True
             feature.drift_comparator.infinity_norm.threshold = DRIFT_L_INF
@@ -281,17 +290,18 @@ def write(root: str | Path, by_split: dict[str, Any], schema: Any | None, plan: 
 
     tfdv = _tfdv()
     root = Path(root)
+    wholes = {split: whole(stats) for split, stats in by_split.items()}
     joined = statistics_pb2.DatasetFeatureStatisticsList()
-    for split, stats in by_split.items():
-        for dataset in whole(stats).datasets:
-            dataset.name = split
+    for split, stats in wholes.items():
+        for dataset in stats.datasets:
             joined.datasets.append(dataset)
+            joined.datasets[-1].name = split
     (root / STATISTICS).write_bytes(joined.SerializeToString())
-    names = list(by_split)
-    lhs = whole(by_split[names[0]])
-    rhs = whole(by_split[names[1]]) if len(names) > 1 else None
+    names = list(wholes)
+    lhs = wholes[names[0]]
+    rhs = wholes[names[1]] if len(names) > 1 else None
     facets = tfdv.get_statistics_html(lhs, rhs, lhs_name=names[0], rhs_name=names[1] if rhs is not None else "")
-    (root / HTML).write_text(page(root.name, {s: whole(st) for s, st in by_split.items()}, facets))
+    (root / HTML).write_text(page(root.name, wholes, facets))
     if schema is None:
         schema = infer_schema(by_split[names[0]], plan)
         tfdv.write_schema_text(schema, str(root / SCHEMA))
@@ -399,11 +409,12 @@ def check_statistics(stats: Any, schema: Any, train: Any, *, label: str, per_fil
     file_schema = schema if per_file_label else without_drift(schema, {label})
     small_schema = without_drift(schema)
     found: list[Anomaly] = []
-    for name, file_stats in per_file(stats).items():
+    files = per_file(stats)
+    for name, file_stats in files.items():
         found += _markers(file_stats, name)
         use = file_schema if _records(file_stats) >= MIN_DRIFT_RECORDS else small_schema
         found += _anomalies(tfdv, _without_markers(file_stats), use, train, name)
-    if len(per_file(stats)) > 1:  # one file: the whole set is that file, said once
+    if len(files) > 1:  # one file: the whole set is that file, said once
         found += _anomalies(tfdv, whole(stats), schema, train, "")
     return found
 

@@ -81,13 +81,14 @@ def _local(dataset: Dataset) -> bool:
 def prepare(dataset: Dataset, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict[str, Any]:
     """``dataset.prepare()``, then its statistics, statistics.html and (first time) schema.pbtxt."""
     kept_schema, kept_record = "", {}
-    if dataset.validates and _local(dataset):
+    described = dataset.validates and _local(dataset)
+    if described:
         root = Path(dataset.root)
         kept_record = read_record(root)
         if (root / validate.SCHEMA).is_file():
             kept_schema = (root / validate.SCHEMA).read_text()
     info = dataset.prepare(runner=runner, beam_args=beam_args)
-    if dataset.validates and _local(dataset):
+    if described:
         describe(dataset, kept_schema, kept_record, runner=runner, beam_args=beam_args)
     return info
 
@@ -135,8 +136,7 @@ def describe(
             "mix is not checked for drift, only a whole set's",
             root,
         )
-    every = {path: stamp(path) for files in plan.splits.values() for path in files}
-    _write_record(root, {"label": plan.label, "mixed_files": mixed, "files": every})
+    _write_record(root, {"label": plan.label, "mixed_files": mixed, "files": {p: stamp(p) for p in plan.files}})
     log.info("%s: wrote %s, %s and %s", root, validate.STATISTICS, validate.HTML, validate.SCHEMA)
 
 
@@ -183,15 +183,13 @@ def check_dataset(
         raise DataError(f"dataset {dataset.name!r} has no data validation (its prepare writes no statistics)")
     plan = dataset.validation_plan()
     if not source:
-        every = sorted({p for files in plan.splits.values() for p in files})
-        found = validate_files(dataset, every, plan, runner=runner, beam_args=beam_args)
+        found = validate_files(dataset, plan.files, plan, runner=runner, beam_args=beam_args)
         if not found:
-            _remember(Path(dataset.root), every)
+            _remember(Path(dataset.root), plan.files)
         return found
     with tempfile.TemporaryDirectory(prefix="stoker-validate-") as tmp:
         new = dataset.plan_for_source(source, tmp, runner=runner, beam_args=beam_args)
-        every = sorted({p for files in new.splits.values() for p in files})
-        return validate_files(dataset, every, new, runner=runner, beam_args=beam_args)
+        return validate_files(dataset, new.files, new, runner=runner, beam_args=beam_args)
 
 
 def _remember(root: Path, paths: list[str]) -> None:
@@ -214,7 +212,7 @@ def before_training(dataset: Dataset, mode: str, *, runner: str = "DirectRunner"
         return
     plan = dataset.validation_plan()
     record = read_record(root).get("files", {})
-    changed = sorted({p for fs in plan.splits.values() for p in fs if not unchanged(p, record.get(p))})
+    changed = [p for p in plan.files if not unchanged(p, record.get(p))]
     if not changed:
         return
     log.info(

@@ -261,30 +261,25 @@ class ForeignTFRecord(sourced.FromSource):
         image = (tf.cast(example[self.feature_key], tf.float32) / 255.0 - 0.5) / 0.25
         return dict(example, **{self.feature_key: image})
 
-    # ---- how to make it (count in place) ----------------------------------------------------
     # ---- validating it (ingest.validation): statistics at the counting step, into DATA_DIR/<name>/ --
     validates = True
 
     def validation_plan(self):
         """TFDV reads the user's files in place (tfx-bsl's tf.Example decoder); statistics, schema and the
         record go to ``<data_dir>/<name>/``, never into SOURCE."""
-        import functools
-
-        from ingest import validate
+        import dataclasses
 
         spec, feature = self.spec, self.feature_key
         image = bool(spec.get(feature, {}).get("image"))
         numeric = () if image or spec.get(feature, {}).get("kind") not in ("float", "int64") else (feature,)
-        return validate.Plan(
-            splits=self.validation_splits(),
-            batches=functools.partial(validate.tfrecord_batches, compression=self.compression),
-            label=self.label_key,
+        return dataclasses.replace(
+            super().validation_plan(),
             int_label=spec.get(self.label_key, {}).get("kind") != "bytes",
             numeric=numeric,
             ignore=("id", feature) if image else ("id",),
-            records=sum(int(s.get("num_examples", 0)) for s in self.info.get("splits", {}).values()),
         )
 
+    # ---- how to make it (count in place) ----------------------------------------------------
     def prepare(self, runner: str = "DirectRunner", beam_args: list[str] | None = None) -> dict[str, Any]:
         """Infer the spec, count and check every record once, write ``dataset_info.json`` (SOURCE untouched)."""
         paths = [os.path.abspath(p) for p in self.source_files()]

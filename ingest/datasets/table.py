@@ -161,7 +161,6 @@ class Table(FromSource):
         numeric = tuple(n for n, c in columns.items() if c.get("role") == "numeric" and n not in ids)
         files = paths if paths is not None else self.source_files()
         splits = {"check": files} if paths is not None else {"train": files, "validation": files}
-        rows = sum(v.get("num_examples", 0) for v in info.get("splits", {}).values())
         return validate.Plan(
             splits=splits,
             batches=batches,
@@ -169,7 +168,7 @@ class Table(FromSource):
             int_label=label_int,
             numeric=numeric,
             ignore=ids,
-            records=rows,
+            records=self.recorded_examples(),
         )
 
     def plan_for_source(self, source: str, workdir: str, *, runner: str = "DirectRunner", beam_args=None):
