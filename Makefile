@@ -57,8 +57,8 @@ datasets: setup  ## list registered datasets (built-ins and plug-ins)
 profile: setup  ## profile input vs compute for the same variables as train
 	$(PY) -m profiles $(ARGS) $(if $(SET),--set "$(SET)")
 
-bench: setup  ## ingestion benchmarks (QUICK=1 for a smoke run); writes benchmarks/results/
-	$(PY) -m benchmarks $(if $(QUICK),--quick) $(if $(DATASET),--dataset $(DATASET))
+bench: setup  ## ingestion benchmarks (QUICK=1 for a smoke run, SUITE="auto decode" for some); writes benchmarks/results/
+	$(PY) -m benchmarks $(if $(QUICK),--quick) $(if $(DATASET),--dataset $(DATASET)) $(foreach s,$(SUITE),--suite $(s))
 
 data-service: setup  ## run a tf.data service dispatcher and WORKERS workers on 127.0.0.1
 	$(PY) -m ingest service $(if $(WORKERS),--workers $(WORKERS))

@@ -150,6 +150,45 @@ def image_folder(cfg: BenchConfig):
     return ds
 
 
+PHOTO_FOLDER = "photos-1024x768-folder"  # the decode suite's photos as loose JPEGs in class folders
+
+
+def photo_folder(cfg: BenchConfig):
+    """The ``decode`` suite's 1024x768 photos as a user's image folder (``DATASET=images``), every
+    file in train, with ``data.scaled_decode`` on and the benchmark's crop as ``data.image_size``:
+    what a user training on phone or web photos runs. Written and prepared once."""
+    import tensorflow as tf
+
+    from benchmarks import decode
+    from ingest.datasets.images import ImageFolder
+    from ingest.options import DataOptions
+
+    source = Path(cfg.data_dir) / f"{PHOTO_FOLDER}-jpeg"
+    done = source / ".complete"
+    if not done.is_file():
+        for i, record in enumerate(tf.data.TFRecordDataset(decode.photos(cfg))):
+            ex = tf.io.parse_single_example(record, decode.FEATURES)
+            folder = source / str(int(ex["label"]))
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i:05d}.jpg").write_bytes(ex["image"].numpy())
+        done.write_text("ok\n")
+    options = DataOptions(
+        name="images",
+        source=str(source),
+        prepared_name=PHOTO_FOLDER,
+        data_dir=cfg.data_dir,
+        image_size=cfg.crop,
+        scaled_decode=True,
+        validation_fraction=0.0,
+        shards=decode.SHARDS,
+    )
+    ds = ImageFolder(options)
+    if not ds.is_prepared() or ds.stale():
+        log.info("preparing %s as an image folder under %s", source, cfg.data_dir)
+        ds.prepare()
+    return ds
+
+
 def dali_index(cfg: BenchConfig, files: list[str]) -> list[str]:
     """DALI's index files of the ``shapes`` shards (``ingest.dali.index_files``: made once, reused)."""
     from ingest import dali
@@ -172,4 +211,5 @@ def prepare_all(cfg: BenchConfig) -> dict[str, object]:
         "clicks_rows": tab.num_examples("train"),
         "image_folder_examples": image_folder(cfg).num_examples("train"),
         "table_rows": table(cfg).num_examples("train"),
+        "photo_folder_examples": photo_folder(cfg).num_examples("train"),
     }

@@ -10,9 +10,13 @@ to cache, how many records to parse per call or how big a thread pool to give th
   reads the split once caches nothing (a cache pays from the second pass).
 - **per-stage parallelism, records per parse call, prefetch depth, thread pool**, by measuring:
   coordinate descent from ``optimized``, each candidate the run's own training pipeline (as
-  ``make train`` builds it) timed for the same batches after the same warm-up. The start is
-  measured twice; a candidate replaces the incumbent only when faster by more than those two
-  differ (and by at least ``MIN_GAIN``), so noise does not pick settings.
+  ``make train`` builds it) timed for the same batches after the same warm-up: one untimed window
+  (it reads whatever the buffers filled while the pipeline was built), then the median of
+  ``TIMED`` windows. The start is measured twice; a candidate replaces the incumbent only when
+  faster by more than those two differ (and by at least ``MIN_GAIN``), so noise does not pick
+  settings. A choice that differs from the start is then confirmed against it, the two measured
+  in turns (start, choice, start, choice): it is kept only when it still wins by that margin, so
+  a lucky window early on cannot leave a run slower than ``optimized``.
 - **bounded**: ``pipeline.auto_budget_s`` seconds, by default the smaller of ``CAP_S`` and
   ``RUN_SHARE`` of the run's input time (its examples at the measured ``optimized`` rate, a lower
   bound of the run's time); knobs not reached keep ``optimized``'s value, and the log says so.
@@ -33,6 +37,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,8 +58,10 @@ log = logging.getLogger("stoker")
 CAP_S = 30.0  # tuning never takes longer than this
 RUN_SHARE = 0.10  # nor more than this share of the run's input time
 MIN_GAIN = 0.03  # a candidate must beat the incumbent by this much (and by more than the A/A spread)
-WINDOW_S = 0.4  # seconds per timed window, sized from the first measurement
-VERSION = 1  # bump when what is tuned or how changes: older saved choices are then ignored
+WINDOW_S = 0.25  # seconds per timed window, sized from the first measurement
+TIMED = 3  # timed windows per measurement (their median), after one untimed window
+CONFIRM = 2  # rounds of (start, choice) measured in turns before a choice is kept
+VERSION = 2  # bump when what is tuned or how changes: older saved choices are then ignored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,9 +190,10 @@ def _tune(options: PipelineOptions, t: Target, key: str, budget_s: float | None)
         else:
             untried = [knob for knob, _ in candidates]
             candidates = []
-        baseline = best_rate
+        baseline, start_options = best_rate, current
+        reserve = per * 2 * CONFIRM  # kept for confirming a choice against the start
         for knob, values in candidates:
-            if time.perf_counter() - start + per * len(values) > budget:
+            if time.perf_counter() - start + per * len(values) + reserve > budget:
                 untried.append(knob)
                 continue
             rates = {getattr(current, knob): best_rate}
@@ -202,6 +210,9 @@ def _tune(options: PipelineOptions, t: Target, key: str, budget_s: float | None)
                 if getattr(current, knob) == incumbent
                 else ""
             )
+        if current != start_options:
+            current, best_rate, baseline = _confirm(measure, start_options, current, max(MIN_GAIN, noise), reasons)
+            settings.update({k: getattr(current, k) for k in settings if k not in ("cache", "cache_form")})
     if why_not:
         reasons["input"] = f"measured on the iterator-state pipeline ({why_not})"
     return Choice(
@@ -214,6 +225,28 @@ def _tune(options: PipelineOptions, t: Target, key: str, budget_s: float | None)
         key=key,
         untried=tuple(untried),
     )
+
+
+def _confirm(
+    measure: Callable[[PipelineOptions], _Measured],
+    start: PipelineOptions,
+    chosen: PipelineOptions,
+    margin: float,
+    reasons: dict[str, str],
+) -> tuple[PipelineOptions, float, float]:
+    """(options kept, their rate, the start's rate): ``chosen`` and ``start`` measured in turns,
+    ``CONFIRM`` times each; ``chosen`` is kept only when its median beats the start's by ``margin``."""
+    before, after = [], []
+    for _ in range(CONFIRM):
+        before.append(measure(start).rate)
+        after.append(measure(chosen).rate)
+    was, now = statistics.median(before), statistics.median(after)
+    kept = now > was * (1 + margin)
+    reasons["confirmed"] = (
+        f"measured in turns with the start: {now:,.0f}/s against {was:,.0f}/s ({now / was:.2f}x); "
+        + ("kept" if kept else f"within {margin:.0%}: the start's values kept")
+    )
+    return (chosen, now, was) if kept else (start, was, was)
 
 
 def _cache_choice(options: PipelineOptions, t: Target, *, addressed: bool) -> tuple[dict[str, Any], dict[str, str]]:
@@ -286,10 +319,12 @@ def _meter(t: Target, order) -> Callable[[PipelineOptions], _Measured]:
             per_batch = (time.perf_counter() - probe) / 5
             sized["batches"] = max(5, min(500, round(WINDOW_S / max(per_batch, 1e-6))))
         batches = sized["batches"]
-        timed = time.perf_counter()
-        for _ in range(batches):
-            next(it)
-        elapsed = time.perf_counter() - timed
-        return _Measured(batches * built.batch_size / elapsed, time.perf_counter() - began, built.build_s)
+        windows = []
+        for _ in range(1 + TIMED):  # the first reads what the buffers filled during the build: untimed
+            timed = time.perf_counter()
+            for _ in range(batches):
+                next(it)
+            windows.append(batches * built.batch_size / (time.perf_counter() - timed))
+        return _Measured(statistics.median(windows[1:]), time.perf_counter() - began, built.build_s)
 
     return measure

@@ -84,6 +84,10 @@ class DataOptions:
     feature: str = ""  # FEATURE=: the model-input tf.Example key (tfrecord)
     validation_fraction: float = 0.1  # share of SOURCE held out (seeded) when it has no validation split
     max_side: int = 0  # images: shrink so the longer side is at most this when preparing (0: keep)
+    # images: decode the random crop's window at 1/2, 1/4 or 1/8 DCT scale where it is that many times
+    # image_size on both sides (faster on photos larger than the crop; pixels differ slightly, see
+    # docs/performance.md); evaluation's center crop always decodes at full scale
+    scaled_decode: bool = False
     skip_bad_files: bool = False  # skip undecodable files or rows when preparing (counted, listed in the info)
     vocab_size: int = 1000  # table: most frequent values kept per string column (others: one OOV bucket)
     # error: data changed since it was last validated is checked against schema.pbtxt before step 1,

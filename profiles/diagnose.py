@@ -54,7 +54,9 @@ class Diagnosis:
     bottleneck: str | None  # the costliest stage paid every epoch (None without prefix timings)
     stage_costs: tuple[StageCost, ...]
     advice: tuple[Advice, ...]
-    cause: str = ""  # what the wait comes from: "stage", "per-step overhead" ('' when not input-bound)
+    cause: str = (
+        ""  # what the wait comes from: "stage", "per-step overhead", "host-CPU contention" ('' when not input-bound)
+    )
     startup_s: float = 0.0  # building the pipeline plus its first batch
     startup_fraction: float = 0.0  # of the run's estimated wall time (0 when the run's length is unknown)
 
@@ -71,6 +73,8 @@ class Diagnosis:
         )
         if self.cause == "per-step overhead":
             line += "; cause: a fixed cost per step (the pipeline alone is far faster than the model)"
+        elif self.cause == "host-CPU contention":
+            line += "; cause: the pipeline's threads share the host's CPU with the compiled loop"
         elif self.bottleneck:
             line += f"; costliest stage: {self.bottleneck}"
         if self.startup_fraction >= STARTUP:
@@ -122,11 +126,21 @@ def diagnose(m: Measurements) -> Diagnosis:
     steady = [c for c in costs if c.every_epoch and c.s_per_example > 0]
     bottleneck = max(steady, key=lambda c: c.s_per_example).name if steady else None
     v = verdict(fraction)
-    overhead = v != "not" and per_step_overhead(m)
-    if overhead:
+    fast = per_step_overhead(m)
+    if fast:
         bottleneck = None  # every prefix outruns the model: no stage is what the step waits for
-    cause = "" if v == "not" else ("per-step overhead" if overhead else "stage")
-    advice = _for_overhead(m) if overhead else advise(m, v, _costly(costs, bottleneck))
+    # With train.steps_per_loop the batches are taken inside the compiled loop: no Python cost per
+    # step is left to wait for, so what a looped step loses beside a fast pipeline is the host's CPU.
+    looped = m.setup.steps_per_loop > 1
+    overhead = v != "not" and fast and not looped
+    contention = v != "not" and fast and looped
+    cause = "" if v == "not" else "per-step overhead" if overhead else "host-CPU contention" if contention else "stage"
+    if overhead:
+        advice = _for_overhead(m)
+    elif contention:
+        advice = _for_contention(m)
+    else:
+        advice = advise(m, v, _costly(costs, bottleneck))
     startup_s, startup_fraction = startup(m)
     if startup_fraction >= STARTUP:
         advice = _for_startup(m, startup_s, startup_fraction) + [
@@ -183,10 +197,26 @@ def per_step_overhead(m: Measurements) -> bool:
     return m.input_examples_per_s >= need and min(prefixes) >= need
 
 
+def _for_contention(m: Measurements) -> list[Advice]:
+    """Looped steps slower beside a pipeline that alone is far faster: move preprocessing off the host."""
+    s = m.setup
+    if s.data_service:
+        return []
+    return [
+        Advice(
+            SERVICE,
+            f"the pipeline alone gives {m.input_examples_per_s:,.0f} examples/s, "
+            f"{m.input_examples_per_s / m.compute_examples_per_s:.0f}x what the model consumes, yet loops of "
+            f"{s.steps_per_loop} steps run {m.wait_s * 1e3:.2f} ms per step slower over it than over a cached batch: "
+            f"its threads take the host's {s.cpu_count} core(s) from the step; run `make data-service WORKERS=1` "
+            f"on another host and point the run at the dispatcher (or a smaller pipeline.private_threadpool)",
+        )
+    ]
+
+
 def _for_overhead(m: Measurements) -> list[Advice]:
     """``STEPS_PER_LOOP``: the fixed wait paid once per loop; the gain the measurements predict."""
-    s = m.setup
-    loop = LOOP if s.steps_per_loop < LOOP else 4 * s.steps_per_loop
+    loop = LOOP  # only proposed to runs of one step per call (see diagnose)
     predicted = m.step_s / (m.compute_s + m.wait_s / loop)
     return [
         Advice(

@@ -77,7 +77,15 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
         "end-to-end (real steps), then compute-only (one cached batch repeated) (%d steps each)",
         plan.reps * plan.per_rep,
     )
-    times = scenarios.compute_and_end_to_end(step, iterator, plan)
+    loop_steps = config.train.steps_per_loop
+    if loop_steps > 1:  # as make train runs it: the batches are taken inside each compiled loop
+
+        def loop(it: Any, n: int) -> Any:
+            return trainer.train_loop(it, n, fk, lk)
+
+        times = scenarios.compute_and_end_to_end_looped(loop, iterator, plan, loop_steps)
+    else:
+        times = scenarios.compute_and_end_to_end(step, iterator, plan)
     out_dir = config.run_dir / "profile"
     tb = _trace(step, iterator, p.trace_steps, out_dir)
     rates = _prefix_rates(config, dataset, built, plan)

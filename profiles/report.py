@@ -90,6 +90,10 @@ def markdown(
             " The wait is a **fixed cost per step**: every prefix of the pipeline runs far faster than the "
             "model consumes, so no stage setting removes it."
             if d.cause == "per-step overhead"
+            else " The loops of steps run slower over the pipeline than over a cached batch although every "
+            "prefix of it runs far faster than the model consumes: **host-CPU contention** (the pipeline's "
+            "threads and the step share the cores)."
+            if d.cause == "host-CPU contention"
             else ""
         ),
         *(["", f"{auto}."] if auto else []),

@@ -27,6 +27,7 @@ from stoker import timing
 log = logging.getLogger(__name__)
 Batch = dict[str, tf.Tensor]
 StepFn = Callable[[Batch], Any]  # one train step on a batch; returns once the step finished
+LoopFn = Callable[[Iterator[Batch], int], Any]  # n train steps in one call, batches taken inside it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -93,6 +94,45 @@ def compute_and_end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) 
         1e3 * statistics.median(computes),
     )
     return StepTimings(statistics.median(windows), tuple(waits), tuple(computes))
+
+
+def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan: Plan, n: int) -> StepTimings:
+    """As :func:`compute_and_end_to_end`, for ``train.steps_per_loop=n``: ``n`` steps per call.
+
+    The loop takes its batches inside the compiled call, so the wait of one step cannot be timed
+    apart. End-to-end times each call over the real iterator; compute-only times the same calls
+    over one cached batch repeated (an in-graph iterator of one tensor, whose next element costs
+    next to nothing). Each step of a call is given the call's time per step, split into the
+    compute-only time and the rest (its wait for input; none when the call was no slower).
+    """
+    cached = next(iterator)
+    repeated = iter(tf.data.Dataset.from_tensors(cached).repeat())
+    calls = max(1, math.ceil(plan.warmup_steps / n))
+    for _ in range(calls):  # the first call of each iterator compiles
+        loop(repeated, n)
+        loop(iterator, n)
+    per_call = []
+    for _ in range(max(1, plan.steps // n)):  # contiguous, as in compute_and_end_to_end
+        laps = timing.Laps()
+        loop(iterator, n)
+        per_call.append(laps.lap() / n)
+    per_window = max(1, plan.per_rep // n)
+    windows = []
+    for _ in range(plan.reps):
+        laps = timing.Laps()
+        for _ in range(per_window):
+            loop(repeated, n)
+        windows.append(laps.lap() / (per_window * n))
+    compute = statistics.median(windows)
+    log.info(
+        "loops of %d steps: compute-only windows (ms per step): %s; end-to-end median %.2f ms per step",
+        n,
+        " ".join(f"{1e3 * w:.2f}" for w in windows),
+        1e3 * statistics.median(per_call),
+    )
+    waits = tuple(max(0.0, t - compute) for t in per_call for _ in range(n))
+    computes = tuple(min(t, compute) for t in per_call for _ in range(n))
+    return StepTimings(compute, waits, computes)
 
 
 def windowed_mean(values: tuple[float, ...] | list[float], reps: int) -> float:

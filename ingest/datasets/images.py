@@ -106,8 +106,11 @@ class ImageFolder(sourced.FromSource):
 
     @graph_fn
     def augment(self, example: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Training: random resized crop decoded from its window alone, random flip (float 0..255)."""
-        image = image_ops.random_resized_crop(example["image"], seed, crop=self.size, fused=True)
+        """Training: random resized crop decoded from its window alone (at reduced DCT scale with
+        ``data.scaled_decode``), random flip (float 0..255)."""
+        image = image_ops.random_resized_crop(
+            example["image"], seed, crop=self.size, fused=True, scaled=self.options.scaled_decode
+        )
         return dict(example, image=image)
 
     @graph_fn

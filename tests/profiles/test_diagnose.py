@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from profiles.diagnose import diagnose, stage_costs, verdict
+from profiles.diagnose import SERVICE, diagnose, stage_costs, verdict
 from profiles.measurements import Measurements, Setup, StageRate
 
 OPTIMIZED = Setup(files=8, parsed_split_mb=100.0, available_ram_mb=16000.0, cpu_count=2)
@@ -204,8 +204,17 @@ def test_a_fixed_wait_per_step_with_a_fast_pipeline_is_named_per_step_overhead()
     assert [a.setting for a in d.advice] == ["STEPS_PER_LOOP=20"]
     assert "fixed cost per step" in d.advice[0].why and "1.07x" in d.advice[0].why  # 9.01 / (8.4 + 0.61/20) ms
     assert "fixed cost per step" in d.summary
+    # Looped steps take their batches inside the compiled call: the same wait there is the host's
+    # CPU shared with the pipeline, never more steps per loop.
     looped = diagnose(dataclasses.replace(m, setup=dataclasses.replace(OPTIMIZED, steps_per_loop=20)))
-    assert [a.setting for a in looped.advice] == ["STEPS_PER_LOOP=80"], "never the value the run already has"
+    assert looped.cause == "host-CPU contention" and looped.bottleneck is None
+    assert [a.setting for a in looped.advice] == [SERVICE] and "loops of 20 steps" in looped.advice[0].why
+
+
+def test_not_input_bound_with_every_prefix_far_faster_names_no_stage():
+    stages = rates(read=1e-6, parse=2e-6, cache=1e-6, shuffle=1e-6, batch=1e-6)
+    d = diagnose(make(wait=0.0001, compute=0.0084, input_rate=152 * 64 / 0.0084, stages=stages))
+    assert d.verdict == "not" and d.bottleneck is None and "costliest" not in d.summary
 
 
 def test_a_slow_stage_is_still_a_stage_bottleneck():
