@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 # Set by horovodrun (Gloo) and mpirun in each rank: such a process is a worker, not a launcher.
 _RANK_VARS = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
-PREEMPT_GRACE_S = 120.0  # after SIGTERM, workers get this long to checkpoint and exit 0
 GRACE_S = 10.0  # after one worker fails, the others get this long to stop before SIGKILL
 INTERRUPT_GRACE_S = 5.0  # after Ctrl-C, workers get this long to checkpoint before the whole tree is killed
 
@@ -90,7 +89,12 @@ def launch(config: Any, cmd: list[str]) -> int:
             "given by HOSTS" if options.hosts else "this machine",
         )
         return supervise(
-            [horovod_command(options, cmd)], [dict(os.environ)], names=["horovodrun"], settle_s=settle, worker=cmd
+            [horovod_command(options, cmd)],
+            [dict(os.environ)],
+            names=["horovodrun"],
+            settle_s=settle,
+            worker=cmd,
+            preempt_s=options.preempt_grace_s,
         )
     configs = tf_configs(options.processes, options.port)
     envs = [dict(os.environ, TF_CONFIG=c) for c in configs]
@@ -98,7 +102,9 @@ def launch(config: Any, cmd: list[str]) -> int:
         "multi_worker: launching %d local workers on 127.0.0.1 (TF_CONFIG generated, not logged)", options.processes
     )
     names = [f"worker {i}" for i in range(options.processes)]
-    return supervise([cmd] * options.processes, envs, names=names, settle_s=settle, worker=cmd)
+    return supervise(
+        [cmd] * options.processes, envs, names=names, settle_s=settle, worker=cmd, preempt_s=options.preempt_grace_s
+    )
 
 
 def _pump(stream, prefix: str) -> None:
@@ -141,12 +147,15 @@ def supervise(
     settle_s: float = 300.0,
     grace_s: float = GRACE_S,
     worker: Sequence[str] = (),
+    preempt_s: float = 7.0,
 ) -> int:
     """Host: run ``cmds`` at once, prefix their output, and return 0 only if every one succeeds.
 
     When one exits non-zero, when ``timeout_s`` > 0 passes, or when the others are still
     running ``settle_s`` after one finished, the rest are stopped and a message names the
-    worker. SIGINT/SIGTERM to this process stop the workers too.
+    worker. SIGINT/SIGTERM to this process stop the workers too: they get SIGTERM and
+    ``preempt_s`` (Ctrl-C: ``INTERRUPT_GRACE_S``) to save at a step boundary and exit, then the
+    whole tree is killed.
     """
     procs = [
         processes.spawn(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -165,9 +174,15 @@ def supervise(
         code = _wait(procs, names, (timeout_s, settle_s), stopping)
     finally:
         if stopping["signal"]:  # the workers themselves get SIGTERM: they save at a step boundary and exit
-            interrupted = stopping["signal"] != signal.SIGTERM  # Ctrl-C: soon, then the whole tree is killed
-            _preempt(procs, INTERRUPT_GRACE_S if interrupted else PREEMPT_GRACE_S, worker)
-            grace_s = 1.0 if interrupted else grace_s
+            interrupted = stopping["signal"] != signal.SIGTERM  # Ctrl-C: sooner
+            _preempt(procs, INTERRUPT_GRACE_S if interrupted else preempt_s, worker)
+            if any(p.poll() is None for p in procs):
+                log.warning(
+                    "workers still saving %.0f s after the signal: killing them (the run resumes from its last "
+                    "complete checkpoint; strategy.preempt_grace_s gives them longer)",
+                    INTERRUPT_GRACE_S if interrupted else preempt_s,
+                )
+            grace_s = 1.0  # then the whole tree is killed
         processes.stop(procs, grace_s)
         for s, h in old.items():
             _swap_handler(s, h)

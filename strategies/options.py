@@ -22,6 +22,10 @@ class StrategyOptions:
     tpu: str = "local"  # TPU name or grpc:// address for TPUClusterResolver
     tpu_timeout_s: float = 30.0  # give up connecting to a TPU after this long
     collective_timeout_s: float = 120.0  # multi_worker/horovod: a peer silent this long is dead
+    # multi_worker/horovod: after a SIGTERM the workers get this long to save at a step boundary and
+    # exit, then the launcher kills the tree (a resume reads the last complete checkpoint); the
+    # default keeps the run's end within 10 s of the signal
+    preempt_grace_s: float = 7.0
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
@@ -30,6 +34,8 @@ class StrategyOptions:
             close = difflib.get_close_matches(self.name, STRATEGIES, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ValueError(f"unknown strategy {self.name!r}{hint}: choose one of {', '.join(STRATEGIES)}")
+        if self.preempt_grace_s <= 0:
+            raise ValueError(f"strategy.preempt_grace_s={self.preempt_grace_s} must be > 0 (seconds)")
         for key in ("devices", "processes", "stages", "microbatches"):
             if getattr(self, key) < 1:
                 raise ValueError(f"strategy.{key}={getattr(self, key)} must be >= 1")

@@ -46,8 +46,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ingest.sources import tfrecord
 from stoker import cli, files, processes, storage
+from stoker.errors import StokerError
 
 log = logging.getLogger(__name__)
+# DirectRunner's multi-processing mode was seen here (Beam 2.61, a loaded 2-core host) to drop part
+# of one bundle's output silently: 496 of 8,000 examples, every one from one bundle's odd shards.
+# The job's own counts catch that: a job whose shards hold fewer examples than it made runs again.
+ATTEMPTS = 2
 # make_example(split, index) -> (serialized record, per-channel pixel sums [3, 3] or None)
 MakeExample = Callable[[str, int], tuple[bytes, Any]]
 SKIPPED = "skipped"  # tagged output of the make step, and the dataset_info.json key listing it
@@ -154,14 +159,61 @@ def run(
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)  # a previous interrupted job: start over
         beam_log = root.with_name(root.name + ".prepare.log")  # Beam's and its workers' own output
-    partial.mkdir(parents=True)
     workers = workers or os.cpu_count() or 1
     options = _beam_options(runner, beam_args or [], workers)
     processes.guard()  # Beam's worker processes carry this run's mark: the watchdog ends them with it
+    start = time.perf_counter()
+    for attempt in range(1, ATTEMPTS + 1):
+        partial.mkdir(parents=True)
+        _job(partial, beam_log, options, make_example, splits, shards, compression, info)
+        result = json.loads((partial / "dataset_info.json").read_text())
+        lost = missing(result, splits)
+        if not lost:
+            break
+        _remove(partial)
+        what = "; ".join(f"{split}: {n} of {splits[split]}" for split, n in lost.items())
+        if attempt == ATTEMPTS:
+            raise StokerError(
+                f"the Beam job wrote fewer examples than it made ({what} missing) {ATTEMPTS} times in a row; "
+                f"nothing was kept. Its log is {beam_log}; run the prepare again (another RUNNER= or "
+                f"BEAM_ARGS=--direct_running_mode=in_memory if it repeats)"
+            )
+        log.warning("the Beam job lost examples (%s missing): its output is discarded and the job runs again", what)
+    if finish is not None:
+        try:
+            amended = finish(result)
+        except Exception:
+            _remove(partial)
+            raise
+        if amended is not None:
+            result = amended
+            files.atomic_write(_join(str(partial), "dataset_info.json"), json.dumps(result, indent=2))
+    if partial != root:
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
+    log.info(
+        "prepared %s in %.1f s: %s",
+        root,
+        time.perf_counter() - start,
+        ", ".join(f"{s} {v['num_examples']}" for s, v in result["splits"].items()),
+    )
+    return result
+
+
+def _job(
+    partial: Path | storage.Url,
+    beam_log: Path,
+    options: PipelineOptions,
+    make_example: MakeExample,
+    splits: dict[str, int],
+    shards: int,
+    compression: str,
+    info: dict[str, Any],
+) -> None:
+    """The Beam job itself: make, group by shard, write, then ``dataset_info.json`` into ``partial``."""
     done = threading.Event()
     bar = threading.Thread(target=_progress, args=(partial, shards * len(splits), done), daemon=True)
     bar.start()
-    start = time.perf_counter()
     beam_log.unlink(missing_ok=True)
     try:
         with cli.stderr_to(beam_log), beam.Pipeline(options=options) as p:
@@ -201,26 +253,16 @@ def run(
     finally:
         done.set()
         bar.join()
-    result = json.loads((partial / "dataset_info.json").read_text())
-    if finish is not None:
-        try:
-            amended = finish(result)
-        except Exception:
-            _remove(partial)
-            raise
-        if amended is not None:
-            result = amended
-            files.atomic_write(_join(str(partial), "dataset_info.json"), json.dumps(result, indent=2))
-    if partial != root:
-        shutil.rmtree(root, ignore_errors=True)
-        partial.rename(root)
-    log.info(
-        "prepared %s in %.1f s: %s",
-        root,
-        time.perf_counter() - start,
-        ", ".join(f"{s} {v['num_examples']}" for s, v in result["splits"].items()),
-    )
-    return result
+
+
+def missing(info: dict[str, Any], splits: dict[str, int]) -> dict[str, int]:
+    """Examples of each split made but neither written nor listed as skipped (split -> count)."""
+    skipped: dict[str, int] = {}
+    for bad in info.get(SKIPPED, ()):
+        skipped[bad["split"]] = skipped.get(bad["split"], 0) + 1
+    written = {split: part["num_examples"] for split, part in info.get("splits", {}).items()}
+    lost = {split: count - written.get(split, 0) - skipped.get(split, 0) for split, count in splits.items()}
+    return {split: n for split, n in lost.items() if n}
 
 
 def _remove(folder: Path | storage.Url) -> None:
