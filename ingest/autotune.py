@@ -10,9 +10,10 @@ to cache, how many records to parse per call or how big a thread pool to give th
   reads the split once caches nothing (a cache pays from the second pass).
 - **per-stage parallelism, records per parse call, prefetch depth, thread pool**, by measuring:
   coordinate descent from ``optimized``, each candidate the run's own training pipeline (as
-  ``make train`` builds it) timed for the same batches after the same warm-up: one untimed window
-  (it reads whatever the buffers filled while the pipeline was built), then the median of
-  ``TIMED`` windows. The start is measured twice; a candidate replaces the incumbent only when
+  ``make train`` builds it) timed for the same batches after the same warm-up: ``WARM_S`` seconds
+  untimed (they read whatever the buffers filled while the pipeline was built, and give tf.data's
+  AUTOTUNE time to settle: timed at once, a fixed thread count beat AUTOTUNE in the tuner and
+  lost to it in the benchmark), then the median of ``TIMED`` windows. The start is measured twice; a candidate replaces the incumbent only when
   faster by more than those two differ (and by at least ``MIN_GAIN``), so noise does not pick
   settings. A choice that differs from the start is then confirmed against it, the two measured
   in turns (start, choice, start, choice): it is kept only when it still wins by that margin, so
@@ -57,11 +58,12 @@ log = logging.getLogger("stoker")
 
 CAP_S = 30.0  # tuning never takes longer than this
 RUN_SHARE = 0.10  # nor more than this share of the run's input time
-MIN_GAIN = 0.03  # a candidate must beat the incumbent by this much (and by more than the A/A spread)
+MIN_GAIN = 0.05  # a candidate must beat the incumbent by this much (and by more than the A/A spread)
 WINDOW_S = 0.25  # seconds per timed window, sized from the first measurement
-TIMED = 3  # timed windows per measurement (their median), after one untimed window
+WARM_S = 1.0  # seconds read untimed before the timed windows of every measurement
+TIMED = 3  # timed windows per measurement (their median)
 CONFIRM = 2  # rounds of (start, choice) measured in turns before a choice is kept
-VERSION = 2  # bump when what is tuned or how changes: older saved choices are then ignored
+VERSION = 3  # bump when what is tuned or how changes: older saved choices are then ignored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,12 +321,15 @@ def _meter(t: Target, order) -> Callable[[PipelineOptions], _Measured]:
             per_batch = (time.perf_counter() - probe) / 5
             sized["batches"] = max(5, min(500, round(WINDOW_S / max(per_batch, 1e-6))))
         batches = sized["batches"]
+        warm = time.perf_counter()
+        while time.perf_counter() - warm < WARM_S:
+            next(it)
         windows = []
-        for _ in range(1 + TIMED):  # the first reads what the buffers filled during the build: untimed
+        for _ in range(TIMED):
             timed = time.perf_counter()
             for _ in range(batches):
                 next(it)
             windows.append(batches * built.batch_size / (time.perf_counter() - timed))
-        return _Measured(statistics.median(windows[1:]), time.perf_counter() - began, built.build_s)
+        return _Measured(statistics.median(windows), time.perf_counter() - began, built.build_s)
 
     return measure
