@@ -13,9 +13,9 @@ to cache, how many records to parse per call or how big a thread pool to give th
   ``make train`` builds it) timed for the same batches after the same warm-up: ``WARM_S`` seconds
   untimed (they read whatever the buffers filled while the pipeline was built, and give tf.data's
   AUTOTUNE time to settle: timed at once, a fixed thread count beat AUTOTUNE in the tuner and
-  lost to it in the benchmark), then the median of ``TIMED`` windows. The start is measured twice; a candidate replaces the incumbent only when
-  faster by more than those two differ (and by at least ``MIN_GAIN``), so noise does not pick
-  settings. A choice that differs from the start is then confirmed against it, the two measured
+  lost to it in the benchmark), then the median of ``TIMED`` windows. The start is measured
+  twice; a candidate replaces the incumbent only when faster by more than those two differ (and
+  by at least ``MIN_GAIN``), so noise does not pick settings. A choice that differs from the start is then confirmed against it, the two measured
   in turns (start, choice, start, choice): it is kept only when it still wins by that margin, so
   a lucky window early on cannot leave a run slower than ``optimized``.
 - **bounded**: ``pipeline.auto_budget_s`` seconds, by default the smaller of ``CAP_S`` and
