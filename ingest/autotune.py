@@ -16,8 +16,9 @@ to cache, how many records to parse per call or how big a thread pool to give th
   lost to it in the benchmark), then the median of ``TIMED`` windows. The start is measured
   twice; a candidate replaces the incumbent only when faster by more than those two differ (and
   by at least ``MIN_GAIN``), so noise does not pick settings. A choice that differs from the
-  start is then confirmed against it, the two measured in turns (start, choice, start, choice): it is kept only when it still wins by that margin, so
-  a lucky window early on cannot leave a run slower than ``optimized``.
+  start is then confirmed against it, the two measured in turns (start, choice, start, choice):
+  it is kept only when it still wins by that margin, so a lucky window early on cannot leave a
+  run slower than ``optimized``.
 - **bounded**: ``pipeline.auto_budget_s`` seconds, by default the smaller of ``CAP_S`` and
   ``RUN_SHARE`` of the run's input time (its examples at the measured ``optimized`` rate, a lower
   bound of the run's time); knobs not reached keep ``optimized``'s value, and the log says so.
