@@ -16,7 +16,7 @@ to cache, how many records to parse per call or how big a thread pool to give th
   lost to it in the benchmark), then the median of ``TIMED`` windows. The start is measured
   twice; a candidate replaces the incumbent only when faster by more than those two differ (and
   by at least ``MIN_GAIN``), so noise does not pick settings. A choice that differs from the
-  start is then confirmed against it, the two measured in turns (start, choice, start, choice):
+  start is then confirmed against it, the two measured in turns (start, then choice):
   it is kept only when it still wins by that margin, so a lucky window early on cannot leave a
   run slower than ``optimized``.
 - **bounded**: ``pipeline.auto_budget_s`` seconds, by default the smaller of ``CAP_S`` and
@@ -63,7 +63,7 @@ MIN_GAIN = 0.05  # a candidate must beat the incumbent by this much (and by more
 WINDOW_S = 0.25  # seconds per timed window, sized from the first measurement
 WARM_S = 1.0  # seconds read untimed before the timed windows of every measurement
 TIMED = 3  # timed windows per measurement (their median)
-CONFIRM = 2  # rounds of (start, choice) measured in turns before a choice is kept
+CONFIRM = 1  # rounds of (start, choice) measured in turns before a choice is kept (two measurements each)
 VERSION = 3  # bump when what is tuned or how changes: older saved choices are then ignored
 
 

@@ -154,3 +154,21 @@ def test_naive_with_heavy_augmentation_is_input_bound_on_augment(shapes_dir, tmp
     settings = [a.setting for a in result.diagnosis.advice]
     assert "pipeline.prefetch=true pipeline.prefetch_buffer=-1" in settings
     assert "pipeline.map_parallelism=-1" in settings
+
+
+def test_a_looped_run_is_profiled_as_it_trains_in_loops(tmp_path):
+    # STEPS_PER_LOOP=4: end-to-end and compute-only both time calls of 4 steps (batches taken inside
+    # the compiled loop); every timed step gets its call's share, and the advice never repeats it.
+    cfg = config(
+        tmp_path,
+        ["DATASET=synthetic", "MODEL=shapes_cnn", "BATCH=16", "STEPS_PER_LOOP=4", "RUN=looped"],
+        "profile.trace_steps=0 profile.steps=16 profile.reps=2 data.image_size=16",
+    )
+    result = harness.profile(cfg)
+    m, d = result.measurements, result.diagnosis
+    assert m.setup.steps_per_loop == 4 and len(m.step_waits) == 16
+    assert all(w >= 0 for w in m.step_waits) and len(set(m.step_computes[:4])) == 1, "one call, one share"
+    assert d.cause in ("", "host-CPU contention", "stage"), d.summary  # a fixed Python cost per step is gone
+    assert "STEPS_PER_LOOP=4" not in [a.setting for a in d.advice]
+    body = json.loads((result.directory / "report.json").read_text())
+    assert body["config"]["train"]["steps_per_loop"] == 4
