@@ -1,0 +1,49 @@
+"""``python -m serving export|predict KEY=value ... [--set "serve.k=v"]``: what ``make export`` and
+``make predict`` run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+
+from stoker import cli
+
+log = logging.getLogger("stoker")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from serving import export, options
+
+    path = export.main(options.from_args(args.items, args.set))
+    log.info("wrote %s", path)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from serving import options, predict
+
+    runner = dict(i.split("=", 1) for i in args.items if "=" in i).get("RUNNER", "DirectRunner")
+    summary = predict.main(
+        options.from_args(args.items, args.set), runner=runner, beam_args=shlex.split(args.beam_args or "")
+    )
+    log.info("%d predictions in %s (%d records skipped)", summary["predictions"], summary["output"], summary["skipped"])
+    return 0
+
+
+def main() -> int:
+    cli.quiet_library_warnings()
+    p = argparse.ArgumentParser(prog="python -m serving")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("export", "write a run's SavedModel (or .tflite)"), ("predict", "batch inference on Beam")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("items", nargs="*", metavar="KEY=value")
+        cmd.add_argument("--set", action="append", default=[], help='dotted overrides, e.g. "serve.skip_bad=true"')
+        cmd.add_argument("--beam-args", default="", help="flags passed to Beam (predict)")
+    args = p.parse_args()
+    cli.setup_logging()
+    return {"export": _export, "predict": _predict}[args.command](args)
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)
