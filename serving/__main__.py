@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import warnings
 
 from stoker import cli
 
@@ -31,8 +32,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DropBatchStatistics(logging.Filter):
+    """Beam's BatchElements logs its batch-size timings on the root logger at INFO for every bundle."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("BatchElements statistics")
+
+
 def main() -> int:
     cli.quiet_library_warnings()
+    if not cli.verbose():  # tensorflow_hub (imported by Beam's TensorFlow handler) imports pkg_resources
+        warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
     p = argparse.ArgumentParser(prog="python -m serving")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("export", "write a run's SavedModel (or .tflite)"), ("predict", "batch inference on Beam")):
@@ -42,6 +52,9 @@ def main() -> int:
         cmd.add_argument("--beam-args", default="", help="flags passed to Beam (predict)")
     args = p.parse_args()
     cli.setup_logging()
+    if not cli.verbose():
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_DropBatchStatistics())
     return {"export": _export, "predict": _predict}[args.command](args)
 
 
