@@ -22,7 +22,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from serving import options, predict
+    from serving import options
+
+    try:
+        from serving import predict
+    except ModuleNotFoundError as err:  # Beam's TensorFlow model handler imports tensorflow_hub at import
+        from stoker.errors import StokerError
+
+        raise StokerError(
+            f"make predict needs the Python package {err.name!r} (Beam's TensorFlow model handler imports it); "
+            "run `make setup` (setup.py pins it)"
+        ) from None
 
     runner = dict(i.split("=", 1) for i in args.items if "=" in i).get("RUNNER", "DirectRunner")
     summary = predict.main(

@@ -21,6 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ingest.dataset import Dataset
+from serving.trained import ExportError
 from training import evaluation
 
 EXAMPLES = "serving_default"
@@ -31,6 +32,12 @@ _STRINGS = tf.TensorSpec([None], tf.string)
 def records_parser(dataset: Dataset) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """Serialized tf.Example records [batch] -> the dataset's parsed batch (its own :meth:`Dataset.parse`)."""
     features = dataset.example_features()
+    if features is None and dataset.format != "tfrecord":
+        raise ExportError(
+            f"dataset {dataset.name!r} stores {dataset.format} records and declares no tf.Example features "
+            "(Dataset.example_features), so a serving client would not know what to send; define example_features "
+            "for it (clicks does), or serve the model another way"
+        )
     if features is None:
         return dataset.parse
     return lambda records: dataset.parse(tf.io.parse_example(records, features))

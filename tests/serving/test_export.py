@@ -104,33 +104,20 @@ def test_plugin_dataset_under_pipeline_matches_training_path(rings_pipeline_run,
     assert_same_logits(rings_pipeline_run)
 
 
-def test_saved_model_cli_runs_the_signature(shapes_runs, tmp_path):
-    """The request a TF Serving client sends, run by TensorFlow's own saved_model_cli."""
+def test_saved_model_cli_runs_the_image_bytes_signature(shapes_runs, tmp_path):
+    """The request README's TF Serving example sends (one JPEG, image_bytes), run by TensorFlow's saved_model_cli."""
     run_dir = shapes_runs["mirrored"]
     model = exported(run_dir)
     dataset = datasets.get(trained.read_config(run_dir).data)
     raw = list(records.file_records(dataset, dataset.files("validation")[0]))[:3]
-    np.save(tmp_path / "examples.npy", np.array(raw, dtype=object), allow_pickle=True)
+    jpegs = [tf.train.Example.FromString(r).features.feature["image"].bytes_list.value[0] for r in raw]
+    np.save(tmp_path / "request.npy", np.array(jpegs, dtype=object), allow_pickle=True)
     cli = shutil.which("saved_model_cli", path=str(sys.executable).rsplit("/", 1)[0])
-    out = subprocess.run(
-        [
-            cli,
-            "run",
-            "--dir",
-            str(export.latest(run_dir)),
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            signatures.EXAMPLES,
-            "--inputs",
-            f"examples={tmp_path / 'examples.npy'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cmd = [cli, "run", "--dir", str(export.latest(run_dir)), "--tag_set", "serve"]
+    cmd += ["--signature_def", signatures.IMAGES, "--inputs", f"images={tmp_path / 'request.npy'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    want = model.signatures[signatures.EXAMPLES](examples=tf.constant(raw))["class_ids"].numpy()
+    want = model.signatures[signatures.IMAGES](images=tf.constant(jpegs))["class_ids"].numpy()
     assert f"Result for output key class_ids:\n{want}" in out.stdout, out.stdout
 
 
@@ -165,3 +152,12 @@ def test_missing_step_and_bad_options_are_named(shapes_runs):
         options.from_args(["RUN=x", "QUANTIZE=int8"])
     with pytest.raises(Exception, match="unknown make variable FORMATS.*did you mean FORMAT"):
         options.from_args(["FORMATS=tflite"])
+
+
+def test_a_dataset_with_records_no_client_can_send_is_refused():
+    """Parquet rows without declared tf.Example features (DATASET=table today): one clear error, not a trace."""
+    from ingest.datasets.table import Table
+
+    assert Table.example_features is datasets.Dataset.example_features
+    with pytest.raises(ExportError, match=r"stores parquet records and declares no tf.Example features"):
+        signatures.records_parser(Table.__new__(Table))
