@@ -21,8 +21,11 @@ VARS := DATASET DATA_DIR PIPELINE STRATEGY DEVICES NP HOSTS STAGES MICROBATCHES 
 ARGS = $(foreach v,$(VARS),$(if $($(v)),'$(v)=$($(v))'))  # quoted: SOURCE='dir/*.csv' reaches python unglobbed
 SET ?=
 BEAM_ARGS ?=
+# make export / make predict (python -m serving): their own variables, to serve.* keys (serving/options.py)
+SERVE_VARS := RUN FORMAT QUANTIZE STEP SOURCE OUTPUT RUNNER
+SERVE_ARGS = $(foreach v,$(SERVE_VARS),$(if $($(v)),'$(v)=$($(v))'))
 
-.PHONY: setup train prepare validate datasets test test-kills test-fast lint format profile bench tensorboard data-service clean help
+.PHONY: setup train prepare validate datasets export predict test test-kills test-fast lint format profile bench tensorboard data-service clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
@@ -53,6 +56,12 @@ validate: setup  ## check DATASET's files, or new data SOURCE=, against its sche
 
 datasets: setup  ## list registered datasets (built-ins and plug-ins)
 	$(PY) -m ingest datasets $(ARGS)
+
+export: setup  ## SavedModel of RUN (its dataset's parse and preprocess inside) in runs/$(RUN)/export/<step>/; FORMAT=tflite QUANTIZE=
+	$(PY) -m serving export $(SERVE_ARGS) $(if $(SET),--set "$(SET)")
+
+predict: setup  ## batch inference over SOURCE= with RUN's export (Beam RunInference; RUNNER=, BEAM_ARGS=)
+	$(PY) -m serving predict $(SERVE_ARGS) $(if $(SET),--set "$(SET)") $(if $(BEAM_ARGS),--beam-args "$(BEAM_ARGS)")
 
 profile: setup  ## profile input vs compute for the same variables as train
 	$(PY) -m profiles $(ARGS) $(if $(SET),--set "$(SET)")

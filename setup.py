@@ -25,6 +25,8 @@ CORE = [
     "tensorflow-data-validation==1.16.1",
     "tfx-bsl==1.16.1",
     "tensorflow-serving-api==2.16.1",
+    # make predict: Beam's TensorFlow model handler (apache_beam.ml.inference.tensorflow_inference) imports it
+    "tensorflow-hub==0.16.1",
     "cachetools==5.5.2",
     "pyfarmhash==0.3.2",
     "joblib==1.5.3",

@@ -335,6 +335,26 @@ class Dataset:
             total += int(np.prod(shape)) * spec.dtype.size
         return total
 
+    # ---- how to serve it (serving/) --------------------------------------------------------
+    serves_image_bytes: ClassVar[bool] = False  # True where from_image_bytes() is defined (image datasets)
+
+    def example_features(self) -> dict[str, tf.io.FixedLenFeature] | None:
+        """tf.Example features of one record, for datasets whose files do not hold tf.Example records.
+
+        ``None`` (the default): the files' records are serialized tf.Example, and :meth:`parse`
+        takes them as they are. A dataset stored otherwise (Parquet rows) returns one feature per
+        column :meth:`parse` reads; an exported model's ``serving_default`` signature then parses
+        serialized tf.Example records with them before :meth:`parse`, and ``make predict`` writes
+        the rows it reads as such records. Give columns a client cannot know (label, id) a default."""
+        return None
+
+    def from_image_bytes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A parsed batch, as :meth:`parse` gives it, from a batch of encoded images (``[batch]`` string).
+
+        Image datasets define it (and set :attr:`serves_image_bytes`) with the same decode as
+        :meth:`parse`, so an exported model's ``image_bytes`` signature serves raw JPEG bytes."""
+        raise NotImplementedError(f"dataset {self.name!r} does not take encoded images")
+
     # ---- how to validate it (ingest.validation) --------------------------------------------
     validates: ClassVar[bool] = False  # True: prepare writes TFDV statistics and a schema; training checks changes
     validation_numeric: ClassVar[tuple[str, ...]] = ()  # numeric model inputs: Jensen-Shannon drift comparators

@@ -96,6 +96,11 @@ class Clicks(Dataset):
             return parquet.read_pyarrow(path, COLUMNS, batch_rows=rows, batched=True)
         return parquet.read_tfio(path, COLUMNS, rows=rows)
 
+    def example_features(self) -> dict[str, tf.io.FixedLenFeature]:
+        """Serving: one tf.Example feature per Parquet column; label and id default to 0 and -1."""
+        defaults = {"label": 0, "id": -1}
+        return {c: tf.io.FixedLenFeature([], t, default_value=defaults.get(c)) for c, t in COLUMNS.items()}
+
     def parse(self, records: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Stack numeric columns and one-hot the ad bucket (vectorized over the batch)."""
         numeric = tf.stack([records[c] for c in NUMERIC], axis=-1)

@@ -100,6 +100,13 @@ class ImageFolder(sourced.FromSource):
         """Parse a batch of Examples; each JPEG stays encoded (decoded per example, at its own size)."""
         return tf.io.parse_example(records, FEATURES)
 
+    serves_image_bytes = True
+
+    @graph_fn
+    def from_image_bytes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Serving: JPEG bytes stay encoded, as :meth:`parse` leaves them (preprocess crops and decodes)."""
+        return {"image": images}
+
     @graph_fn
     def parse_labels(self, records: tf.Tensor) -> tf.Tensor:
         return tf.io.parse_example(records, {"label": FEATURES["label"]})["label"]

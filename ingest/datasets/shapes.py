@@ -145,13 +145,22 @@ class Shapes(Dataset):
     def parse(self, records: tf.Tensor) -> dict[str, tf.Tensor]:
         """Parse a batch of serialized Examples and decode their JPEGs to uint8."""
         ex = tf.io.parse_example(records, _FEATURES)
+        return {"image": self._decode(ex["image"]), "label": ex["label"], "id": ex["id"]}
+
+    def _decode(self, jpegs: tf.Tensor) -> tf.Tensor:
+        """A batch of JPEG bytes to uint8 ``[batch, size, size, 3]`` (parse's decode, and serving's)."""
         size = self.size
-        images = tf.map_fn(
+        return tf.map_fn(
             lambda b: tf.ensure_shape(tf.io.decode_jpeg(b, channels=3), [size, size, 3]),
-            ex["image"],
+            jpegs,
             fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
         )
-        return {"image": images, "label": ex["label"], "id": ex["id"]}
+
+    serves_image_bytes = True
+
+    def from_image_bytes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Serving: JPEG bytes of ``data.image_size`` squares decoded as :meth:`parse` decodes them."""
+        return {"image": self._decode(images)}
 
     def parse_labels(self, records: tf.Tensor) -> tf.Tensor:
         """The labels alone (no JPEG decoded): class balance counts classes with it."""
