@@ -28,7 +28,9 @@ to cache, how many records to parse per call or how big a thread pool to give th
 The choice is saved under ``<data_dir>/.stoker-auto/``, keyed by the dataset's files (or its
 in-memory definition), the batch, the knobs tuned and this host (cores, RAM, TensorFlow), and a
 later run with the same key reuses it without measuring. Host, once per process, before the
-pipeline is built (a launcher resolves it before its workers start, and they reuse it).
+pipeline is built. A launcher resolves it before its workers start and hands its choice to them
+in ``HANDOFF`` (:func:`handoff`), so every worker builds the launcher's pipeline even when the
+budget left knobs untried (a partial choice is not saved: the next run measures again).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ MIN_GAIN = 0.05  # a candidate must beat the incumbent by this much (and by more
 WINDOW_S = 0.25  # seconds per timed window, sized from the first measurement
 WARM_S = 1.0  # seconds read untimed before the timed windows of every measurement
 TIMED = 3  # timed windows per measurement (their median)
+HANDOFF = "STOKER_AUTO_CHOICE"  # environment: the launcher's choice, as JSON, for the workers it starts
 CONFIRM = 1  # rounds of (start, choice) measured in turns before a choice is kept (two measurements each)
 VERSION = 3  # bump when what is tuned or how changes: older saved choices are then ignored
 
@@ -130,7 +133,7 @@ def resolve(
         return options, None
     key = _key(options, target)
     path = storage.location(target.data_dir) / ".stoker-auto" / f"{key}.json"
-    saved = _load(path)
+    saved = _handed(key) or _load(path)
     if saved is not None:
         choice = dataclasses.replace(saved, reused=True, tuning_s=0.0)
     else:
@@ -156,13 +159,31 @@ def _key(options: PipelineOptions, t: Target) -> str:
     return f"{ds.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
+def handoff(choice: Choice | None) -> dict[str, str]:
+    """The environment a launcher adds for its workers: its choice, whole or partial ({} for none)."""
+    return {HANDOFF: json.dumps(choice.as_dict(), sort_keys=True)} if choice is not None else {}
+
+
+def _handed(key: str) -> Choice | None:
+    """The launcher's choice, when this process was started by one for the same key."""
+    choice = _parse(os.environ.get(HANDOFF, ""))
+    return choice if choice is not None and choice.key == key else None
+
+
 def _load(path: Path | storage.Url) -> Choice | None:
     if not path.is_file():
         return None
     try:
-        raw = json.loads(path.read_text())
+        return _parse(path.read_text())
+    except OSError:  # unreadable: measure again
+        return None
+
+
+def _parse(text: str) -> Choice | None:
+    try:
+        raw = json.loads(text)
         return Choice(**{k: tuple(v) if k == "untried" else v for k, v in raw.items()})
-    except (OSError, ValueError, TypeError):  # missing, or from another version: measure again
+    except (ValueError, TypeError):  # empty, or from another version: measure again
         return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from stoker import cli
@@ -22,7 +23,7 @@ def main() -> int:
         if launch.needs_launch(config.strategy):
             from training import assembly
 
-            assembly.prepare(config)
+            os.environ.update(assembly.prepare(config))  # the workers inherit PIPELINE=auto's choice
             cmd = [sys.executable, "-m", "training", *args.items, *(a for s in args.set for a in ("--set", s))]
             return launch.launch(config, cmd)
     from training import controller

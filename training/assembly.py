@@ -140,12 +140,12 @@ def _prepare_if_needed(dataset: Dataset, config: RunConfig) -> None:
     validation.prepare(dataset)
 
 
-def prepare(config: RunConfig) -> None:
+def prepare(config: RunConfig) -> dict[str, str]:
     """Host, before workers are launched: prepare the dataset once, so no worker reads half-written
-    files, and make PIPELINE=auto's choice once (the workers reuse what it saves)."""
+    files, and make PIPELINE=auto's choice once; returns the environment that hands it to them."""
     dataset = datasets.get(config.data)
     ensure_prepared(dataset, config)
-    tuned(config, dataset, pipelines=config.strategy.processes)
+    return autotune.handoff(tuned(config, dataset, pipelines=config.strategy.processes)[1])
 
 
 def build_model(config: RunConfig, dataset: Dataset, backend: Backend, lr_replicas: int) -> tuple[keras.Model, Any]:

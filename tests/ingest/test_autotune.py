@@ -128,3 +128,16 @@ def test_other_presets_are_left_alone(shapes_dir, tmp_path):
     options = PipelineOptions(preset="optimized")
     assert options.auto_tunes == ()
     assert autotune.resolve(options, _target(shapes_dir, tmp_path)) == (options, None)
+
+
+def test_a_partial_choice_is_not_saved_but_a_launcher_hands_it_to_its_workers(shapes_dir, tmp_path, monkeypatch):
+    options = PipelineOptions(preset="auto", auto_budget_s=0.01)  # one measurement: every knob left untried
+    _, choice = autotune.resolve(options, _target(shapes_dir, tmp_path))
+    assert choice.untried and not (tmp_path / ".stoker-auto").exists()
+    monkeypatch.setenv(*autotune.handoff(choice).popitem())
+    chosen, worker = autotune.resolve(options, _target(shapes_dir, tmp_path))
+    assert worker.reused and worker.tuning_s == 0 and worker.settings == choice.settings
+    assert all(getattr(chosen, k) == v for k, v in choice.settings.items())
+    # a worker whose request differs (another batch) measures for itself
+    _, other = autotune.resolve(options, _target(shapes_dir, tmp_path, batch=32))
+    assert not other.reused and other.key != choice.key

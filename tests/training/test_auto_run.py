@@ -21,11 +21,13 @@ def test_launcher_chooses_and_workers_reuse_the_choice(tmp_path, shapes_dir):
     assert metrics["steps"] > 0
     config = json.loads((tmp_path / "auto" / "config.json").read_text())
     auto = config["auto"]
-    assert auto["reused"] is True, auto  # the chief worker read what the launcher measured
+    assert auto["reused"] is True, auto  # the chief worker took what the launcher measured
     saved = Path(shapes_dir, ".stoker-auto", f"{auto['key']}.json")
-    assert saved.is_file(), "the launcher saved no choice under the key the workers used"
-    launcher = json.loads(saved.read_text())
-    assert launcher["settings"] == auto["settings"] and launcher["tuning_s"] > 0 and not launcher["reused"]
+    # a choice the budget cut short is handed to the workers but not saved for later runs
+    assert saved.is_file() != bool(auto["untried"]), auto
+    if saved.is_file():
+        launcher = json.loads(saved.read_text())
+        assert launcher["settings"] == auto["settings"] and launcher["tuning_s"] > 0 and not launcher["reused"]
     assert "map_parallelism" not in auto["settings"] and config["pipeline"]["map_parallelism"] == 2
     for knob, value in auto["settings"].items():
         assert config["pipeline"][knob] == value, knob
