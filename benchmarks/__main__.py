@@ -1,13 +1,16 @@
 """``python -m benchmarks [--quick] [--dataset NAME]``: what ``make bench`` runs.
 
 Prepares the benchmark data, runs each suite in its own process, prints its tables, writes
-``<results-dir>/<suite>.json`` and regenerates the tables of ``benchmarks/README.md``.
+``<results-dir>/<suite>.json`` and regenerates the tables of ``benchmarks/README.md``. A full run
+(or ``--suite serving``) ends with ``python -m benchmarks.serving`` in its own process: it
+trains a ``shapes`` run when there is none, so it is not part of smoke or ``--dataset`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +22,7 @@ from benchmarks.config import BenchConfig
 
 log = logging.getLogger("benchmarks")
 HERE = Path(__file__).resolve().parent
+SERVING = "serving"  # python -m benchmarks.serving: a trained run exported and served (README "Serve it")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -26,7 +30,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke sizes (seconds per suite); results under runs/")
     p.add_argument("--dataset", default="", help="a registered dataset to benchmark instead of shapes and clicks")
     p.add_argument("--data-dir", default="", help="where benchmark data is made and kept (default data/bench)")
-    p.add_argument("--suite", action="append", choices=runner.SUITES, help="run only this suite (repeatable)")
+    p.add_argument(
+        "--suite", action="append", choices=(*runner.SUITES, SERVING), help="run only this suite (repeatable)"
+    )
     p.add_argument("--results-dir", default="", help="where <suite>.json goes (default benchmarks/results)")
     p.add_argument("--readme", default="", help="README whose tables are regenerated ('none' to skip)")
     p.add_argument("--timeout", type=float, default=0, help="seconds allowed per suite (default 1500, quick 300)")
@@ -57,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config(args)
     results_dir, readme = destinations(args)
     timeout = args.timeout or (300 if cfg.quick else 1500)
-    suites = tuple(args.suite or runner.SUITES)
+    asked = tuple(args.suite or (*runner.SUITES, SERVING))
+    suites = tuple(s for s in asked if s != SERVING)
+    serving = SERVING in asked and not cfg.quick and not cfg.dataset
+    if SERVING in asked and not serving:
+        log.info("suite serving is left out of smoke and --dataset runs: it trains and serves a shapes run")
     start = time.perf_counter()
     log.info("preparing benchmark data under %s", cfg.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(report.suite_markdown(result) + "\n")
         sys.stdout.flush()
         done.append(result)
+    if serving:
+        log.info("suite serving (own process): python -m benchmarks.serving")
+        cmd = [sys.executable, "-m", "benchmarks.serving", "--results-dir", str(results_dir)]
+        subprocess.run(cmd, check=True, timeout=3 * timeout)
     if readme is not None:
         report.update_readme(readme, report.load(results_dir, runner.SUITES))
         log.info("tables regenerated in %s", readme)

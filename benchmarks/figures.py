@@ -145,9 +145,9 @@ def _restart_block(root: Path) -> str:
     spread = ", ".join(f"{k} files in {v} runs" for k, v in sorted(Counter(files).items()))
     twice = sum(x["duplicated"] for x in runs)
     from ingest.options import PipelineOptions
-    from tests.ingest.test_service import restart_bound  # the test's bound now (it may have moved since the runs)
+    from ingest.service import restart_loss_bound  # the bound now (it may have moved since the runs)
 
-    bound, worst = restart_bound(), max(files)
+    bound, worst = restart_loss_bound(), max(files)
     per = PipelineOptions(preset="optimized").cycle_length
     margin = (
         f"is {bound - worst} files above the worst run"

@@ -173,7 +173,7 @@ def _restarts(n: int) -> dict[str, Any]:
         "scenario": "tests/ingest/test_service.py::worker_restart (the test's epoch, worker 0 killed and restarted)",
         "files": scenario.FILES,
         "examples": scenario.TOTAL,
-        "bound_files": scenario.restart_bound(),
+        "bound_files": svc.restart_loss_bound(),
         "runs": runs,
     }
 

@@ -143,6 +143,19 @@ def _command(spec: ClusterSpec, role: str, index: int = 0) -> list[str]:
     ]
 
 
+def restart_loss_bound(options: PipelineOptions | None = None) -> int:
+    """Files (splits) one worker's SIGKILL and restart may lose in a dynamic epoch, as measured here.
+
+    TensorFlow documents only at-most-once. The killed worker's splits in flight (its parallel
+    interleave holds cycle_length open files and as many prefetched) plus as many on the restarted
+    worker, at the same address, which opens and prefetches splits before the client reattaches to
+    it. 3 x cycle_length held on a quiet machine; the fresh-clone CI of 2026-12-03, on a loaded
+    one, lost 16 files = 4 x. ``tests/ingest/test_service.py`` holds the scenario to it and
+    ``python -m benchmarks.measure service`` counts the scenario's losses against it.
+    """
+    return 4 * (options or PipelineOptions(preset="optimized")).cycle_length
+
+
 class ClusterStopped(StokerError):
     """A stop was asked for (Ctrl-C, SIGTERM) while the cluster was starting."""
 

@@ -148,17 +148,6 @@ def worker_restart(dataset: Ids, cluster: service.LocalCluster) -> tuple[list[in
     return seen, *_tally(seen)
 
 
-def restart_bound() -> int:
-    """Files the worker-restart scenario may lose, as measured here (TensorFlow documents only at-most-once).
-
-    The killed worker's splits in flight (its parallel interleave holds cycle_length open files
-    and as many prefetched) plus as many on the restarted worker, at the same address, which
-    opens and prefetches splits before the client reattaches to it. 3 x cycle_length held on a
-    quiet machine; the fresh-clone CI of 2026-12-03, on a loaded one, lost 16 files = 4 x.
-    """
-    return 4 * PipelineOptions(preset="optimized").cycle_length
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_worker_killed_and_restarted_loses_at_most_its_splits_in_flight(ids_dataset, cluster, record_property):
@@ -177,7 +166,7 @@ def test_worker_killed_and_restarted_loses_at_most_its_splits_in_flight(ids_data
         len(dup),
     )
     assert not dup, f"ids seen twice: {dup}"
-    bound = restart_bound()  # counts over repeated runs: benchmarks/results/service.json
+    bound = service.restart_loss_bound()  # counts over repeated runs: benchmarks/results/service.json
     assert len(lost_files) <= bound, f"lost ids in {len(lost_files)} files, more than 4 x cycle_length = {bound}"
     assert len(seen) >= TOTAL - bound * PER_FILE
 
