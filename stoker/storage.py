@@ -94,13 +94,14 @@ def used_object_store() -> bool:
     return _state["s3_used"]
 
 
-def exit_process(code: int) -> None:
-    """End the process with ``code``; after ``s3://`` was used, without C++ static destructors.
+def exit_process(code: int, *, at_once: bool = False) -> None:
+    """End the process with ``code``; after ``s3://`` was used, or ``at_once``, without teardown.
 
     Python's own end-of-run work is done first (logging flushed and closed, stdout and stderr
-    flushed); only the AWS SDK's broken static teardown is skipped.
+    flushed); then the AWS SDK's broken static teardown is skipped, and with ``at_once`` also the
+    release of live objects (a caller that has written and closed its files wants no wait).
     """
-    if not used_object_store():
+    if not (at_once or used_object_store()):
         sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

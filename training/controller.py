@@ -183,6 +183,8 @@ class _Loop:
                 self.eval_s += eval_laps.lap()
             if self.preemption.requested():
                 self.save(s)
+                self.summaries.flush()
+                self.ids.close()
                 log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
                 raise Preempted(s)
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):

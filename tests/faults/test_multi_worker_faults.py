@@ -70,9 +70,11 @@ def _resume_and_check(runs_dir, strategy="multi_worker"):
 def test_sigterm_to_the_launch_checkpoints_every_worker_and_exits_zero(tmp_path, strategy):
     proc = _start(tmp_path, strategy)
     _wait_for_steps(tmp_path, proc, 6)
+    start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out = _finish(proc, 240)
     assert proc.returncode == 0, out[-3000:]
+    assert time.monotonic() - start < 10, f"the run ended {time.monotonic() - start:.1f} s after SIGTERM"
     assert out.count("SIGTERM: saved a checkpoint at step") == 2, out[-3000:]
     _resume_and_check(tmp_path, strategy)
     for worker in (0, 1):  # every step ran once on each worker, over both runs
