@@ -78,8 +78,8 @@ tensorboard: setup  ## TensorBoard on runs/$(RUN) (or all runs)
 test: setup  ## all tests, slow multi-process ones included (the kill matrix is make test-kills)
 	$(PY) -m pytest -q --ignore=tests/faults/test_kill_matrix.py
 
-test-kills: setup  ## the kill matrix 10 times: every kind of run killed in each of 4 ways, nothing left behind
-	STOKER_KILLS=10 $(PY) -m pytest -q tests/faults/test_kill_matrix.py
+test-kills: setup  ## the kill matrix: every kind of run killed KILLS (10) times in each of 4 ways, nothing left behind
+	STOKER_KILLS=$(or $(KILLS),10) $(PY) -m pytest -q tests/faults/test_kill_matrix.py
 
 test-fast: setup  ## tests without the slow multi-process ones
 	$(PY) -m pytest -q -m "not slow"
