@@ -183,8 +183,7 @@ class _Loop:
                 self.eval_s += eval_laps.lap()
             if self.preemption.requested():
                 self.save(s)
-                self.summaries.flush()
-                self.ids.close()
+                self.close_files()
                 log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
                 raise Preempted(s)
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
@@ -374,6 +373,10 @@ class _Loop:
         }
         if self.backend.is_chief:
             write_json_atomic(self.config.run_dir / "metrics.json", json.dumps(metrics, indent=2))
-            self.summaries.flush()
-        self.ids.close()
+        self.close_files()
         return metrics
+
+    def close_files(self) -> None:
+        """Host: TensorBoard events (the chief's; others have no writer) flushed, the id file closed."""
+        self.summaries.flush()
+        self.ids.close()
