@@ -64,4 +64,5 @@ class Built:
     corrupt: CorruptionReport = dataclasses.field(default_factory=lambda: CorruptionReport(limit=0))
     batched_read: bool = False  # the reader handed blocks of records to the parse (read_batches)
     engine: str = "tfdata"
+    batch_wise: bool = False  # whole batches gathered and preprocessed, no per-example step (ingest.positioned)
     build_s: float = 0.0  # seconds building took on the host (an in-memory table is filled here)

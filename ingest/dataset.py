@@ -309,10 +309,20 @@ class Dataset:
         return example
 
     has_augment: ClassVar[bool] = False  # set True where augment() does work
+    # True where preprocess() gives on a batch what it gives on each example of it (element-wise
+    # ops): a training stream with nothing to augment then gathers whole batches and preprocesses
+    # each once, with no per-example step at all (ingest.positioned). The identity qualifies.
+    batch_preprocess: ClassVar[bool] = False
 
     def preprocess(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Per-example work done for training and evaluation after augmentation (e.g. normalize)."""
         return example
+
+    def batch_wise(self) -> bool:
+        """True when a training batch can be made with no per-example step (nothing to augment, and
+        :attr:`batch_preprocess` or no preprocess of its own)."""
+        own = type(self).preprocess is not Dataset.preprocess
+        return not self.has_augment and (self.batch_preprocess or not own)
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:

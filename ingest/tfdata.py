@@ -2,8 +2,10 @@
 
 Order (fixed, written here only): list files, shard (files when files >= input pipelines, else
 examples with a warning), interleave, then :data:`STAGES`: parse (batched), cache, shuffle,
-repeat, augment, preprocess, batch, options. :func:`build` runs the whole list; the profiler
-(``profiles.scenarios``) cuts the same list after each stage. The facade (``ingest.pipeline``)
+repeat, augment, preprocess, batch, options; a dataset with nothing to augment whose preprocess
+works on batches (``Dataset.batch_wise``) preprocesses after ``batch`` instead, once per batch.
+:func:`build` runs the whole list; the profiler (``profiles.scenarios``) cuts the same list after
+each stage. The facade (``ingest.pipeline``)
 validates the request and adds the service and prefetch around what this returns. Runs on the
 host at build time; the result runs in tf.data.
 """
@@ -41,6 +43,11 @@ class Plan:
     def shuffles(self) -> bool:
         return self.request.training and bool(self.options.shuffle)
 
+    @property
+    def batch_wise(self) -> bool:
+        """Preprocess whole batches, after ``batch`` (``Dataset.batch_wise``: nothing per example)."""
+        return self.dataset.batch_wise()
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -73,10 +80,19 @@ STAGES: tuple[Stage, ...] = (
         lambda ds, p: stages.augment(ds, p.dataset.augment, options=p.options, seed=p.request.seed + p.request.index),
         when=lambda p: p.request.training and p.dataset.has_augment,
     ),
-    Stage("preprocess", lambda ds, p: stages.per_example(ds, p.dataset.preprocess, options=p.options)),
+    Stage(
+        "preprocess",
+        lambda ds, p: stages.per_example(ds, p.dataset.preprocess, options=p.options),
+        when=lambda p: not p.batch_wise,
+    ),
     Stage(
         "batch",
         lambda ds, p: stages.batch(ds, size=p.request.batch_size, drop_remainder=p.request.training),
+    ),
+    Stage(
+        "preprocess batches",
+        lambda ds, p: stages.per_example(ds, p.dataset.preprocess, options=p.options),
+        when=lambda p: p.batch_wise,
     ),
     Stage("options", lambda ds, p: stages.with_options(ds, options=p.options), profiled=False),
 )

@@ -272,7 +272,7 @@ def _for_stage(s: Setup, stage: str | None) -> list[Advice]:
         return _for_read(s)
     if stage == "parse":
         return _for_parse(s)
-    if stage in ("augment", "preprocess", "batch"):
+    if stage in ("augment", "preprocess", "batch", "preprocess batches"):
         return _for_map(s, stage)
     if stage == "shuffle":
         return _for_shuffle(s)

@@ -100,10 +100,11 @@ def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan:
     """As :func:`compute_and_end_to_end`, for ``train.steps_per_loop=n``: ``n`` steps per call.
 
     The loop takes its batches inside the compiled call, so the wait of one step cannot be timed
-    apart. End-to-end times each call over the real iterator; compute-only times the same calls
-    over one cached batch repeated (an in-graph iterator of one tensor, whose next element costs
-    next to nothing). Each step of a call is given the call's time per step, split into the
-    compute-only time and the rest (its wait for input; none when the call was no slower).
+    apart. End-to-end times calls over the real iterator; compute-only times the same calls over
+    one cached batch repeated (an in-graph iterator of one tensor, whose next element costs next to
+    nothing). The two are timed in turns, window by window, so load that comes and goes weighs on
+    both alike. Each step of a window is given the window's time per step, split into the
+    compute-only time and the rest (its wait for input; none when the calls were no slower).
     """
     cached = next(iterator)
     repeated = iter(tf.data.Dataset.from_tensors(cached).repeat())
@@ -111,27 +112,23 @@ def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan:
     for _ in range(calls):  # the first call of each iterator compiles
         loop(repeated, n)
         loop(iterator, n)
-    per_call = []
-    for _ in range(max(1, plan.steps // n)):  # contiguous, as in compute_and_end_to_end
-        laps = timing.Laps()
-        loop(iterator, n)
-        per_call.append(laps.lap() / n)
     per_window = max(1, plan.per_rep // n)
-    windows = []
+    ends, windows = [], []
     for _ in range(plan.reps):
-        laps = timing.Laps()
-        for _ in range(per_window):
-            loop(repeated, n)
-        windows.append(laps.lap() / (per_window * n))
+        for source, out in ((iterator, ends), (repeated, windows)):
+            laps = timing.Laps()
+            for _ in range(per_window):
+                loop(source, n)
+            out.append(laps.lap() / (per_window * n))
     compute = statistics.median(windows)
     log.info(
-        "loops of %d steps: compute-only windows (ms per step): %s; end-to-end median %.2f ms per step",
+        "loops of %d steps, in turns: compute-only windows (ms per step): %s; end-to-end: %s",
         n,
         " ".join(f"{1e3 * w:.2f}" for w in windows),
-        1e3 * statistics.median(per_call),
+        " ".join(f"{1e3 * w:.2f}" for w in ends),
     )
-    waits = tuple(max(0.0, t - compute) for t in per_call for _ in range(n))
-    computes = tuple(min(t, compute) for t in per_call for _ in range(n))
+    waits = tuple(max(0.0, t - compute) for t in ends for _ in range(per_window * n))
+    computes = tuple(min(t, compute) for t in ends for _ in range(per_window * n))
     return StepTimings(compute, waits, computes)
 
 
@@ -199,7 +196,7 @@ def prefixes(
     # The read prefix of a batched reader yields blocks of records: timed re-sliced, not re-batched.
     read = (ds.rebatch(size) if built.batched_read else ds).repeat()
     out = [Prefix("read", _measured(read, size, options, batched=built.batched_read))]
-    fill, repeated = None, False
+    fill, repeated, batched = None, False, False
     for stage in tfdata.STAGES:
         if not stage.when(plan):
             continue
@@ -207,11 +204,12 @@ def prefixes(
         fill = ds if stage.name == "cache" else fill
         repeated = repeated or stage.name == "repeat"
         if stage.name == "batch":
-            break
-        if stage.profiled:
+            batched = True
+        if stage.profiled and batched:  # batch and the stages after it: timed as they are
+            out.append(Prefix(stage.name, stages.with_options(ds, options=options), fill))
+        elif stage.profiled:
             cut = ds if repeated else ds.repeat()
             out.append(Prefix(stage.name, _measured(cut, size, options), fill if stage.name != "parse" else None))
-    out.append(Prefix("batch", stages.with_options(ds, options=options), fill))
     if options.prefetch:
         out.append(Prefix("prefetch", stages.prefetch(stages.with_options(ds, options=options), options=options), fill))
     return out

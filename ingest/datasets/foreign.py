@@ -117,6 +117,7 @@ class ForeignTFRecord(sourced.FromSource):
     """tf.Example TFRecord files written by another tool, read in place (counts and spec kept in DATA_DIR)."""
 
     kind = "tfrecord"
+    batch_preprocess = True  # element-wise scaling of images, or nothing
     _source_hint: ClassVar[str] = "'path/*.tfrecord*'"
 
     def source_files(self) -> list[str]:

@@ -92,6 +92,7 @@ class Shapes(Dataset):
     validates = True
     validation_ignore = ("id", "image")  # JPEG bytes: no domain; class-pure shards are detected, see ingest.validation
     has_augment = True
+    batch_preprocess = True  # element-wise normalization
 
     def __init__(self, options: DataOptions | None = None) -> None:
         super().__init__(options)

@@ -20,6 +20,7 @@ class Synthetic(Dataset):
 
     name = "synthetic"
     format = "memory"
+    batch_preprocess = True  # a cast and a scale
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:

@@ -71,6 +71,7 @@ class TfdsDataset(Dataset):
     """A TFDS-prepared dataset read in place (nothing of stoker's is written beside it)."""
 
     format = "tfrecord"
+    batch_preprocess = True  # element-wise scaling of images, or nothing
 
     def __init__(self, options: DataOptions | None = None) -> None:
         super().__init__(options)
