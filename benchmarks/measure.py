@@ -135,18 +135,50 @@ def backends(args: argparse.Namespace) -> dict[str, Any]:
 PROFILE_RUNS = {"optimized": ["RUN=profile-optimized"], "naive": ["PIPELINE=naive", "RUN=profile-naive"]}
 
 
+# A tiny model on tiny images (the digits case of issue 14): one step per call, then 20 per call.
+TINY = ["DATASET=synthetic", "MODEL=shapes_cnn", "SET=data.image_size=16"]
+TINY_RUNS = {
+    "tiny": [*TINY, "RUN=profile-tiny"],
+    "tiny_looped": [*TINY, "STEPS_PER_LOOP=20", "RUN=profile-tiny-looped"],
+}
+TINY_TARGETS = {"tiny": 0.05, "tiny_looped": 0.01}  # written before the run: wait at least / at most
+
+
 @family
 def profile(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, items in PROFILE_RUNS.items():
+    for name, items in {**PROFILE_RUNS, **TINY_RUNS}.items():
         run_dir = fresh_run(items[-1].split("=", 1)[1])
         seconds = make(["profile", *items])
         out[name] = {
-            "command": "make profile " + " ".join(items),
+            "command": "make profile " + " ".join(i if not i.startswith("SET=") else f"'{i}'" for i in items),
             "seconds": round(seconds, 1),
             "report": json.loads((run_dir / "profile" / "report.json").read_text()),
         }
+    out["targets"] = tiny_targets(out)
     return out
+
+
+def tiny_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tiny model waits at least 5% per step and is advised STEPS_PER_LOOP; looped, at most 1%."""
+    one, looped = (out[k]["report"]["diagnosis"] for k in TINY_RUNS)
+    advised = [a["setting"] for a in one["advice"]]
+    return [
+        {
+            "name": "tiny model, one step per call: waits at least 5% and is advised STEPS_PER_LOOP",
+            "wanted": TINY_TARGETS["tiny"],
+            "measured": round(one["input_fraction"], 4),
+            "advice": advised,
+            "met": one["input_fraction"] >= TINY_TARGETS["tiny"]
+            and any(a.startswith("STEPS_PER_LOOP=") for a in advised),
+        },
+        {
+            "name": "tiny model, STEPS_PER_LOOP=20: waits at most 1%",
+            "wanted": TINY_TARGETS["tiny_looped"],
+            "measured": round(looped["input_fraction"], 4),
+            "met": looped["input_fraction"] <= TINY_TARGETS["tiny_looped"],
+        },
+    ]
 
 
 # ---- service ---------------------------------------------------------------------------

@@ -78,16 +78,21 @@ def _epoch(it: Iterator[Any], examples: int, size_of: Callable[[Any], int]) -> f
 
 
 def one_by_one(
-    entries: list[Callable[[], Entry]], cfg: BenchConfig, *, warm_examples: int, window: int | None = None
+    entries: list[Callable[[], Entry]],
+    cfg: BenchConfig,
+    *,
+    warm_examples: int,
+    window: int | None = None,
+    passes: int = 2,
 ) -> list[Measured]:
-    """Rates of several pipelines, one at a time, in two passes: forward, then in reverse.
+    """Rates of several pipelines, one at a time, in ``passes`` passes: forward, then in reverse, in turns.
 
     ``entries`` are factories of (make_iter, size_of): a pipeline (and any cache it fills)
     exists only while it is measured, and is warmed up again in each pass: one epoch of
     ``warm_examples`` examples (timed apart), then ``cfg.warmup`` windows, for every row alike.
-    Each pass times ``ceil(reps / 2)`` windows of ``window`` elements per pipeline; a figure is
-    the median of both passes' windows, so load that drifts during the suite weighs on every
-    row alike.
+    Each pass times ``ceil(reps / passes)`` windows of ``window`` elements per pipeline; a figure
+    is the median of every pass's windows, so load that drifts during the suite weighs on every
+    row alike (an even number of passes cancels a steady drift).
 
     Pipelines are not kept alive side by side on purpose: an idle tf.data pipeline keeps
     filling its AUTOTUNE prefetch buffer (which grows each time a timed window finds it
@@ -95,12 +100,12 @@ def one_by_one(
     held many GB here.
     """
     window = window or cfg.window_batches
-    per_pass = math.ceil(cfg.reps / 2)
+    per_pass = math.ceil(cfg.reps / passes)
     firsts: list[list[float]] = [[] for _ in entries]
     epochs: list[list[float]] = [[] for _ in entries]
     windows: list[list[timing.Throughput]] = [[] for _ in entries]
-    for order in (range(len(entries)), reversed(range(len(entries)))):
-        for i in order:
+    for p in range(passes):
+        for i in range(len(entries)) if p % 2 == 0 else reversed(range(len(entries))):
             make_iter, size_of = entries[i]()
             it = make_iter()
             t0 = time.perf_counter()

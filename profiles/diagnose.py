@@ -191,9 +191,11 @@ def _for_startup(m: Measurements, first: float, share: float) -> list[Advice]:
 
 def per_step_overhead(m: Measurements) -> bool:
     """The step waits although the pipeline alone, and each of its prefixes, runs ``FAST`` times
-    faster than the model consumes: the wait is a fixed cost of taking each batch, not a stage."""
+    faster than the model consumes: the wait is a fixed cost of taking each batch, not a stage.
+    Prefixes that end before a warm cache run in the first epoch only: they do not count."""
     need = FAST * m.compute_examples_per_s
-    prefixes = [r.examples_per_s for r in m.stages] or [m.input_examples_per_s]
+    every = [c.every_epoch for c in stage_costs(m)] if m.stages else []
+    prefixes = [r.examples_per_s for r, e in zip(m.stages, every, strict=True) if e] or [m.input_examples_per_s]
     return m.input_examples_per_s >= need and min(prefixes) >= need
 
 

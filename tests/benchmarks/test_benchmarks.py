@@ -106,6 +106,11 @@ def test_every_row_gets_the_same_warm_up_and_work():
     assert pulled == [small, big, big, small]  # forward, then reverse; every pass warms up again
     assert all(m.warm_examples == 100 and m.windows.reps == 4 for m in got)
     assert got[0].windows.items_per_rep == 3 * 8 and got[1].windows.items_per_rep == 3 * 32
+    # four passes (the auto suite): forward, reverse, forward, reverse, one timed window each
+    pulled.clear()
+    got = rates.one_by_one([factory(8), factory(32)], cfg, warm_examples=100, passes=4)
+    assert pulled == [1 + 13 + 7, 1 + 4 + 7, 1 + 4 + 7, 1 + 13 + 7] * 2, pulled
+    assert all(m.windows.reps == 4 for m in got)
 
 
 def test_spread_and_differs():

@@ -211,6 +211,19 @@ def test_a_fixed_wait_per_step_with_a_fast_pipeline_is_named_per_step_overhead()
     assert [a.setting for a in looped.advice] == [SERVICE] and "loops of 20 steps" in looped.advice[0].why
 
 
+def test_a_slow_parse_before_a_warm_cache_does_not_hide_a_per_step_overhead():
+    # The tiny-model case on decoded JPEGs: parse runs in the first epoch only (cached), slower
+    # than the model consumes; every prefix that runs each epoch is far faster.
+    stages = tuple(
+        StageRate(name=n, examples_per_s=r)
+        for n, r in [("read", 3e4), ("parse", 9e3), ("cache", 6e5), ("shuffle", 2e5), ("batch", 4.8e5)]
+    )
+    m = make(wait=0.00061, compute=0.0084, input_rate=152 * 64 / 0.0084, stages=stages)
+    d = diagnose(m)
+    assert d.cause == "per-step overhead" and d.bottleneck is None, d.summary
+    assert [a.setting for a in d.advice] == ["STEPS_PER_LOOP=20"]
+
+
 def test_not_input_bound_with_every_prefix_far_faster_names_no_stage():
     stages = rates(read=1e-6, parse=2e-6, cache=1e-6, shuffle=1e-6, batch=1e-6)
     d = diagnose(make(wait=0.0001, compute=0.0084, input_rate=152 * 64 / 0.0084, stages=stages))
