@@ -172,6 +172,21 @@ class DatasetContract:
         for key, value in example.items():
             assert out[key].shape == value.shape and out[key].dtype == value.dtype, f"augment changed {key!r}"
 
+    def test_batch_preprocess_equals_per_example_preprocess(self, dataset: Dataset) -> None:
+        if not dataset.batch_preprocess:  # preprocess runs per example: nothing to compare
+            return
+        split = next(iter(self.split_sizes))
+        memory = dataset.in_memory(split)
+        records = memory if memory is not None else dataset.read(dataset.files(split)[0])
+        batch = dataset.parse(next(iter(records.batch(5))))
+        whole = dataset.preprocess(batch)
+        for i in range(int(tf.nest.flatten(batch)[0].shape[0])):
+            one = dataset.preprocess({k: v[i] for k, v in batch.items()})
+            for key, value in one.items():
+                np.testing.assert_allclose(
+                    np.asarray(whole[key][i]), np.asarray(value), err_msg=f"batch_preprocess: {key!r} of example {i}"
+                )
+
 
 # ---- an image folder (DATASET=images) -----------------------------------------------------
 _HUES = ((230, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40), (200, 50, 210))
