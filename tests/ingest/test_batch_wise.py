@@ -51,7 +51,7 @@ def test_batch_wise_batches_equal_the_per_example_path(name, options, clicks_dir
         opts = DataOptions(name=name, data_dir=clicks_dir)
         fast, slow = datasets.get(opts), PerExampleClicks(opts)
     # 1000 examples, batches of 48: 25 batches cross epoch boundaries that fall inside a block
-    for pipelines, position in [(1, Position(0, 0, 3)), (2, Position(1, 480, 3)), (3, Position(2, 96, 3))]:
+    for pipelines, position in [(1, Position(1, 480, 3)), (3, Position(2, 96, 3))]:
         for index in range(pipelines):
             built, got = batches(fast, options, pipelines, index, position, 25)
             slow_built, want = batches(slow, options, pipelines, index, position, 25)
