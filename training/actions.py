@@ -78,6 +78,11 @@ class Summaries:
     def __init__(self, run_dir: Path | storage.Url, chief: bool) -> None:
         self._writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else None
 
+    @property
+    def active(self) -> bool:
+        """True when this process writes the summaries (the chief)."""
+        return self._writer is not None
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self._writer is None:
             return

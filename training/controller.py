@@ -89,7 +89,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
         written = json.loads(config.to_json()) | ({"auto": run.auto.as_dict()} if run.auto else {})
         write_json_atomic(config.run_dir / "config.json", json.dumps(written, indent=2, sort_keys=True))
     loop = _Loop(config, backend, dataset, run.trainer, iterator, built, step, manager, steps_per_epoch, total)
-    loop.input_state, loop.examples, loop.ckpt = state, examples, ckpt
+    loop.input_state, loop.examples, loop.ckpt, loop.built_for = state, examples, ckpt, (examples, backend.topology)
     return backend.run_loop(loop)  # an elastic backend re-enters loop.train() after membership changes
 
 
@@ -114,6 +114,8 @@ class _Loop:
         self.eval_s = 0.0  # seconds spent evaluating inside the loop (left out of examples_per_sec)
         self.ckpt: tf.train.Checkpoint | None = None
         self.start_step = int(step)
+        self.built_for: tuple[int, Any] | None = None  # (examples, topology) the pipeline was built for
+        self.first_done: timing.Laps | None = None  # examples_per_sec: wall time after the first step
 
     def variables(self) -> list[tf.Variable]:
         """Model, optimizer and step: what an elastic commit keeps and a joining rank receives."""
@@ -125,16 +127,17 @@ class _Loop:
         folder (only rank 0 saves), summaries and id file; uncommitted id lines are dropped."""
         topo, order = self.backend.topology, self.input_state.order
         self.ids.reopen(topo.worker_index)
-        if getattr(self, "_built_for", None) == (self.examples, topo):
+        keep, chief = self.config.train.keep_checkpoints, str(checkpoints.chief_dir(self.config))
+        self.manager = tf.train.CheckpointManager(self.ckpt, chief, max_to_keep=keep) if topo.is_chief else None
+        if self.summaries.active != topo.is_chief:
+            self.summaries = actions.Summaries(self.config.run_dir, topo.is_chief)
+        if self.built_for == (self.examples, topo):  # the first entry, nothing changed since _run built it
             return
         position = pipeline.Position.at(self.examples, order.num_examples, order.seed)
         self.built = assembly.train_pipeline(self.config, self.dataset, self.backend, position, order)
         self.iterator = iter(self.built.dataset)
         self.trainer.retrace()
-        keep, chief = self.config.train.keep_checkpoints, str(checkpoints.chief_dir(self.config))
-        self.manager = tf.train.CheckpointManager(self.ckpt, chief, max_to_keep=keep) if topo.is_chief else None
-        self.summaries = actions.Summaries(self.config.run_dir, topo.is_chief)
-        self._built_for = (self.examples, topo)
+        self.built_for = (self.examples, topo)
 
     def committed(self) -> None:
         """Host: an elastic commit happened; the id lines held since the last one are final."""
@@ -163,7 +166,6 @@ class _Loop:
         self.window = _window()
         loss = float("nan")
         first = True
-        first_done: timing.Laps | None = None
         while int(self.step) < self.total:
             if first or t.steps_per_loop == 1:
                 loss = self._one_step(first)
@@ -174,8 +176,8 @@ class _Loop:
             if s % t.log_every == 0 or s == self.total:
                 self._log(s, self.window)
                 self.window = _window()
-            if first_done is None:
-                first_done = timing.Laps()  # examples_per_sec: wall time after the first step
+            if self.first_done is None:
+                self.first_done = timing.Laps()  # kept across an elastic run's re-entries
             if t.checkpoint_every and s % t.checkpoint_every == 0:
                 self.save(s)
             self.backend.at_boundary(s, self)  # elastic: commit every strategy.commit_every steps
@@ -190,7 +192,7 @@ class _Loop:
                 raise Preempted(s)
         if self.manager is not None and not (self.manager.latest_checkpoint or "").endswith(f"-{int(self.step)}"):
             self.save(int(self.step))
-        wall = first_done.lap() - self.eval_s if first_done is not None else 0.0
+        wall = self.first_done.lap() - self.eval_s if self.first_done is not None else 0.0
         final_eval = self._evaluate(int(self.step), final=True)
         return self._report(loss, start_step, final_eval, wall)
 
@@ -235,6 +237,7 @@ class _Loop:
     def _account(self, losses, correct, waits, computes, ids) -> None:
         """Host: each step's loss, timings, example count, step counter and recorded ids."""
         batch = self.config.train.batch_size
+        self.built_for = None  # the iterator moved past where it was built: an elastic re-entry rebuilds it
         for k, loss in enumerate(losses):
             loss = float(loss)
             if not math.isfinite(loss):

@@ -11,6 +11,7 @@ import pytest
 
 from ingest import runconfig
 from stoker.config import ConfigError
+from stoker.errors import StokerError
 from strategies import discovery, launch
 from strategies.backend import StrategyOptions
 from training import actions
@@ -91,3 +92,11 @@ def test_held_id_lines_reach_the_file_only_at_a_commit(tmp_path):
     ids.close()
     assert (tmp_path / "ids" / "worker_1.txt").read_text() == "1 4 5\n"
     assert (tmp_path / "ids" / "worker_0.txt").read_text() == "2 8 9\n"
+
+
+def test_an_input_not_addressed_by_position_is_refused_before_launch():
+    from training import assembly
+
+    config = runconfig.from_args([*ELASTIC, "CONFIG=tiny"], ["pipeline.iterator_checkpoint=true"])
+    with pytest.raises(StokerError, match="pipeline.iterator_checkpoint=true"):
+        assembly.prepare(config)
