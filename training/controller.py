@@ -187,6 +187,7 @@ class _Loop:
                 self.eval_s += eval_laps.lap()
             if self.preemption.requested():
                 self.save(s)
+                self.committed()  # the checkpoint holds every step so far: held (elastic) id lines are final
                 self.close_files()
                 log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
                 raise Preempted(s)

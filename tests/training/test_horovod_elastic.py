@@ -132,3 +132,47 @@ def test_rank_killed_and_slot_added_mid_epoch_loses_and_repeats_nothing(tmp_path
         f"2 ranks again from step {solo[-1] + 1}; {TOTAL} steps, {EPOCHS} epochs x {EXAMPLES} ids: "
         f"0 lost, 0 repeated ({time.monotonic() - start:.0f} s)"
     )
+
+
+@pytest.mark.timeout(150)
+def test_sigterm_to_an_elastic_launch_then_resume_on_three_ranks_is_exact(tmp_path):
+    """Preemption under ELASTIC=1: the launch saves (rank 0) and exits 0 between two commits; the same
+    command with NP=3 resumes from that checkpoint, and every step's global batch is the uninterrupted one."""
+    total, start = 6 * EXAMPLES // BATCH, time.monotonic()
+    items = [i if not i.startswith("EPOCHS=") else "EPOCHS=6" for i in ITEMS]
+    sets = [*SETS, "strategy.commit_every=7"]  # a SIGTERM mostly lands between two commits
+    run_dir = tmp_path / "hvd"
+    proc = subprocess.Popen(
+        runs.command(tmp_path, "hvd", items, sets),
+        env=runs.env(),
+        cwd=runs.REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: len(committed(run_dir / "ids")) >= 7, proc, 60, "7 steps were committed")
+        proc.send_signal(signal.SIGTERM)  # the launcher relays it to the ranks
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0 and "SIGTERM: saved a checkpoint" in out, out[-4000:]
+    wait_gone(tmp_path)
+    first = committed(run_dir / "ids")
+    (run_dir / "ids").rename(tmp_path / "ids_leg1")
+    stopped = max(first)
+    assert sorted(first) == list(range(1, stopped + 1)) and stopped < total
+    metrics = runs.train(tmp_path, "hvd", [*items, "NP=3"], sets, timeout=max(10.0, 140 - (time.monotonic() - start)))
+    assert metrics["resumed_from_step"] == stopped and metrics["steps"] == total and metrics["workers"] == 3
+    second = committed(run_dir / "ids")
+    assert sorted(second) == list(range(stopped + 1, total + 1))
+    expected = expected_batches(total)
+    steps = first | second
+    wrong = [
+        s for s in steps if not np.array_equal(np.concatenate([steps[s][r] for r in sorted(steps[s])]), expected[s - 1])
+    ]
+    assert not wrong, f"steps whose global batch differs from the uninterrupted run's: {wrong[:10]}"
+    print(f"SIGTERM: stopped at step {stopped} on 2 ranks, resumed on 3 to {total}: 0 lost, 0 repeated")
