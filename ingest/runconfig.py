@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,10 @@ ALIASES = {
     "DEVICES": "strategy.devices",
     "NP": "strategy.processes",
     "HOSTS": "strategy.hosts",
+    "ELASTIC": "strategy.elastic",
+    "MIN_NP": "strategy.min_processes",
+    "MAX_NP": "strategy.max_processes",
+    "DISCOVERY": "strategy.discovery",
     "STAGES": "strategy.stages",
     "MICROBATCHES": "strategy.microbatches",
     "REMAT": "strategy.remat",
@@ -141,9 +146,22 @@ class RunConfig:
         # DETERMINISTIC=1 promises the same example order: the pipeline must keep order too.
         if self.train.deterministic and not self.pipeline.deterministic:
             object.__setattr__(self, "pipeline", dataclasses.replace(self.pipeline, deterministic=True))
+        if self.strategy.elastic:
+            _check_elastic_batch(self.train.batch_size, *self.strategy.np_range)
 
     def to_json(self) -> str:
         return json.dumps(cfg.to_dict(self), indent=2, sort_keys=True)
+
+
+def _check_elastic_batch(batch: int, low: int, high: int) -> None:
+    """An elastic run may have any rank count in low..high: the global batch must split over each."""
+    bad = [n for n in range(low, high + 1) if batch % n]
+    if bad:
+        lcm = math.lcm(*range(low, high + 1))
+        raise ValueError(
+            f"train.batch_size={batch} (BATCH) does not split evenly over {', '.join(map(str, bad))} ranks, "
+            f"which MIN_NP={low}..MAX_NP={high} allows: use a multiple of {lcm}, or narrow MIN_NP/MAX_NP"
+        )
 
 
 def from_args(items: list[str], sets: list[str] | None = None) -> RunConfig:

@@ -26,6 +26,10 @@ __all__ = ["STRATEGIES", "Backend", "StrategyOptions"]
 class Backend:
     """Base backend: one device, no distribution. Subclasses override what differs."""
 
+    # Ranks may leave and join a live run (Horovod elastic): checkpoints are restored without a
+    # collective, only the chief saves, and the loop is re-entered after each membership change.
+    elastic = False
+
     def __init__(self, options: StrategyOptions) -> None:
         self.options = options
         self.topology = Topology()
@@ -85,6 +89,17 @@ class Backend:
 
     def after_first_step(self, model: tf.keras.Model, optimizer: Any) -> None:
         """Host, once: e.g. Horovod broadcasts rank 0's variables."""
+
+    def run_loop(self, loop: Any) -> Any:
+        """Host, every worker: run the training loop (``loop.train()``) and leave together. An elastic
+        backend re-enters it after a membership change (``strategies.horovod_elastic``)."""
+        result = loop.train()
+        if self.topology.workers > 1:
+            self.gather_ints(np.zeros(1, np.int64))  # barrier: peers leave together, no heartbeat errors
+        return result
+
+    def at_boundary(self, step: int, loop: Any) -> None:
+        """Host, every worker, after step ``step`` (and its checkpoint): an elastic backend commits here."""
 
     def predict(self, model: tf.keras.Model, x: tf.Tensor) -> tf.Tensor:
         """Host/local: forward pass for evaluation."""

@@ -59,9 +59,7 @@ def tf_configs(processes: int, first_port: int = 0, host: str = "127.0.0.1") -> 
 
 def horovod_command(options: StrategyOptions, cmd: list[str]) -> list[str]:
     """``horovodrun --gloo`` over ``HOSTS`` (default ``localhost:NP``) running ``cmd``."""
-    horovodrun = shutil.which("horovodrun") or os.path.join(os.path.dirname(sys.executable), "horovodrun")
-    if not os.path.exists(horovodrun):
-        raise LaunchError("horovodrun not found next to this Python; run `make setup` (it builds Horovod with Gloo)")
+    horovodrun = _horovodrun()
     hosts = options.hosts or f"localhost:{options.processes}"
     return [
         horovodrun,
@@ -76,6 +74,54 @@ def horovod_command(options: StrategyOptions, cmd: list[str]) -> list[str]:
     ]
 
 
+def _horovodrun() -> str:
+    horovodrun = shutil.which("horovodrun") or os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    if not os.path.exists(horovodrun):
+        raise LaunchError("horovodrun not found next to this Python; run `make setup` (it builds Horovod with Gloo)")
+    return horovodrun
+
+
+def elastic_command(options: StrategyOptions, cmd: list[str], script: str) -> list[str]:
+    """``horovodrun --gloo`` with ``--min-np/--max-np`` and a host discovery ``script`` (elastic)."""
+    low, high = options.np_range
+    local = [] if options.discovery else ["--network-interfaces", "lo"]  # all slots here: Gloo on 127.0.0.1
+    return [
+        _horovodrun(),
+        "--gloo",
+        "-np",
+        str(options.processes),
+        "--min-np",
+        str(low),
+        "--max-np",
+        str(high),
+        "--host-discovery-script",
+        script,
+        *local,
+        "--start-timeout",
+        str(int(options.collective_timeout_s)),
+        "--elastic-timeout",
+        str(int(options.collective_timeout_s)),
+        *cmd,
+    ]
+
+
+def _horovod_line(config: Any, cmd: list[str]) -> list[str]:
+    """The horovodrun line for ``config``: elastic ones get stoker's discovery unless DISCOVERY= names one."""
+    options: StrategyOptions = config.strategy
+    if not options.elastic:
+        return horovod_command(options, cmd)
+    script = options.discovery
+    if not script:
+        from strategies import discovery
+
+        path, slots = discovery.write(config.run_dir / "elastic", f"localhost:{options.processes}")
+        script = str(path)
+        log.info("horovod elastic: slots in %s (edit it to add or remove slots while the run trains)", slots)
+    elif not os.access(script, os.X_OK):
+        raise LaunchError(f"strategy.discovery={script!r} (DISCOVERY) is not an executable file; chmod +x it")
+    return elastic_command(options, cmd, script)
+
+
 def launch(config: Any, cmd: list[str]) -> int:
     """Host: start ``cmd`` as the workers of ``config.strategy`` and supervise them; returns the
     exit code. ``cmd`` is what each worker runs (the caller's own command line, e.g.
@@ -84,12 +130,13 @@ def launch(config: Any, cmd: list[str]) -> int:
     settle = options.collective_timeout_s + 120.0  # the last evaluation plus a collective timeout
     if options.name == "horovod":
         log.info(
-            "horovod: launching %d ranks with horovodrun --gloo (hosts: %s)",
+            "horovod: launching %d ranks with horovodrun --gloo (hosts: %s%s)",
             options.processes,
-            "given by HOSTS" if options.hosts else "this machine",
+            "given by HOSTS" if options.hosts else "by DISCOVERY" if options.discovery else "this machine",
+            ", elastic {}..{}".format(*options.np_range) if options.elastic else "",
         )
         return supervise(
-            [horovod_command(options, cmd)],
+            [_horovod_line(config, cmd)],
             [dict(os.environ)],
             names=["horovodrun"],
             settle_s=settle,

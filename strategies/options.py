@@ -26,6 +26,13 @@ class StrategyOptions:
     # exit, then the launcher kills the tree (a resume reads the last complete checkpoint); the
     # default keeps the run's end within 10 s of the signal
     preempt_grace_s: float = 7.0
+    # horovod, elastic: ranks may die and join a live run (horovodrun --min-np/--max-np with a host
+    # discovery script); training continues from the last commit with the input position re-derived
+    elastic: bool = False
+    min_processes: int = 0  # elastic: fewest ranks the run goes on with (0: processes)
+    max_processes: int = 0  # elastic: most ranks (0: processes)
+    discovery: str = ""  # elastic: host discovery script ('': stoker's, localhost slots from runs/<run>/elastic/slots)
+    commit_every: int = 5  # elastic: steps between commits (a rank's death redoes at most this many steps)
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
@@ -39,5 +46,43 @@ class StrategyOptions:
         for key in ("devices", "processes", "stages", "microbatches"):
             if getattr(self, key) < 1:
                 raise ValueError(f"strategy.{key}={getattr(self, key)} must be >= 1")
+        if self.elastic or self.min_processes or self.max_processes or self.discovery:
+            self._check_elastic()
         if self.name == "pipeline" and self.stages > self.devices:
             raise ValueError(f"strategy.stages={self.stages} needs as many devices; set DEVICES={self.stages}")
+
+    @property
+    def np_range(self) -> tuple[int, int]:
+        """(fewest, most) ranks of an elastic run; (processes, processes) otherwise."""
+        low, high = self.min_processes or self.processes, self.max_processes or self.processes
+        return (low, high) if self.elastic else (self.processes, self.processes)
+
+    def _check_elastic(self) -> None:
+        if not self.elastic:
+            given = [k for k in ("min_processes", "max_processes", "discovery") if getattr(self, k)]
+            raise ValueError(
+                f"strategy.{given[0]}={getattr(self, given[0])!r} (MIN_NP, MAX_NP, DISCOVERY) only applies to "
+                "an elastic run: add ELASTIC=1 (with STRATEGY=horovod) or drop it"
+            )
+        if self.name != "horovod":
+            raise ValueError(
+                f"strategy.elastic=true (ELASTIC=1) needs STRATEGY=horovod, not {self.name!r}: the other "
+                "backends resume on another worker count from a checkpoint instead (run the command again)"
+            )
+        low, high = self.np_range
+        if low < 1 or low > self.processes:
+            raise ValueError(
+                f"strategy.min_processes={low} (MIN_NP) must be within 1..strategy.processes={self.processes} "
+                f"(NP): the run starts with NP ranks and goes on while at least MIN_NP are alive"
+            )
+        if high < self.processes:
+            raise ValueError(
+                f"strategy.max_processes={high} (MAX_NP) must be >= strategy.processes={self.processes} (NP)"
+            )
+        if self.hosts:
+            raise ValueError(
+                f"strategy.hosts={self.hosts!r} (HOSTS) is for fixed hosts; an elastic run finds its hosts with "
+                "DISCOVERY=/path/to/script (prints host:slots lines), or leave both empty for this machine"
+            )
+        if self.commit_every < 1:
+            raise ValueError(f"strategy.commit_every={self.commit_every} must be >= 1 (steps between commits)")

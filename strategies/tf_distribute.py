@@ -208,6 +208,10 @@ def connect_tpu(tpu: str, timeout_s: float) -> tf.distribute.Strategy:
 
 def backend(options: StrategyOptions) -> Backend:
     """The backend named by ``options.name`` (imports Horovod and pipeline parallelism lazily)."""
+    if options.name == "horovod" and options.elastic:
+        from strategies.horovod_elastic import ElasticHorovod
+
+        return ElasticHorovod(options)
     if options.name == "horovod":
         import strategies.horovod  # noqa: F401  (registers itself)
     if options.name == "pipeline":

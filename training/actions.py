@@ -19,13 +19,34 @@ from strategies.backend import Backend
 class IdRecorder:
     """``runs/<run>/ids/worker_<i>.txt``: one line per step, the step then its example ids."""
 
-    def __init__(self, run_dir: Path | storage.Url, worker_index: int, enabled: bool) -> None:
+    def __init__(self, run_dir: Path | storage.Url, worker_index: int, enabled: bool, *, hold: bool = False) -> None:
         self._file = None
+        self.run_dir, self.worker_index = run_dir, worker_index
+        # hold: lines wait for commit() (an elastic run's steps after its last commit may be redone)
+        self.hold, self._held = hold, []
         if enabled:
-            ids_dir = run_dir / "ids"
-            ids_dir.mkdir(parents=True, exist_ok=True)
-            # On object storage each flush uploads the whole object again (a test aid, not for long runs).
-            self._file = storage.open_file(str(ids_dir / f"worker_{worker_index}.txt"), "a")
+            self._open()
+
+    def _open(self) -> None:
+        ids_dir = self.run_dir / "ids"
+        ids_dir.mkdir(parents=True, exist_ok=True)
+        # On object storage each flush uploads the whole object again (a test aid, not for long runs).
+        self._file = storage.open_file(str(ids_dir / f"worker_{self.worker_index}.txt"), "a")
+
+    def reopen(self, worker_index: int) -> None:
+        """Host: write as worker ``worker_index`` from now on (an elastic rank renumbered); held lines dropped."""
+        self._held = []
+        if self._file is not None and worker_index != self.worker_index:
+            self._file.close()
+            self.worker_index = worker_index
+            self._open()
+
+    def commit(self) -> None:
+        """Host: write the held lines (their steps are committed and will not be redone)."""
+        if self._file is not None and self._held:
+            self._file.write("".join(self._held))
+            self._file.flush()
+        self._held = []
 
     @property
     def enabled(self) -> bool:
@@ -37,9 +58,14 @@ class IdRecorder:
 
     def record_ids(self, step: int, ids) -> None:
         """One line: ``step`` then this worker's example ids of that step."""
-        if self._file is not None:
-            self._file.write(f"{step} {' '.join(map(str, ids.tolist()))}\n")
-            self._file.flush()
+        if self._file is None:
+            return
+        line = f"{step} {' '.join(map(str, ids.tolist()))}\n"
+        if self.hold:
+            self._held.append(line)
+            return
+        self._file.write(line)
+        self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
@@ -51,6 +77,11 @@ class Summaries:
 
     def __init__(self, run_dir: Path | storage.Url, chief: bool) -> None:
         self._writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if chief else None
+
+    @property
+    def active(self) -> bool:
+        """True when this process writes the summaries (the chief)."""
+        return self._writer is not None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self._writer is None:

@@ -17,6 +17,7 @@ import tf_keras as keras
 from ingest import autotune, datasets, pipeline, positioned, resample, validation
 from ingest.dataset import Dataset
 from ingest.runconfig import RunConfig
+from stoker.errors import StokerError
 from strategies.backend import Backend
 from training import models
 from training.trainer import Trainer
@@ -144,6 +145,12 @@ def prepare(config: RunConfig) -> dict[str, str]:
     """Host, before workers are launched: prepare the dataset once, so no worker reads half-written
     files, and make PIPELINE=auto's choice once; returns the environment that hands it to them."""
     dataset = datasets.get(config.data)
+    not_positioned = positioned.unsupported(dataset, config.pipeline)
+    if config.strategy.elastic and not_positioned:
+        raise StokerError(
+            f"ELASTIC=1 needs an input addressed by position (ranks re-derive their reads from it after a "
+            f"change), which {not_positioned} is not: drop it, or drop ELASTIC=1"
+        )
     ensure_prepared(dataset, config)
     return autotune.handoff(tuned(config, dataset, pipelines=config.strategy.processes)[1])
 

@@ -132,7 +132,9 @@ def restore_shared(ckpt: tf.train.Checkpoint, chief: Path, backend: Backend) -> 
     paths = list(state.all_model_checkpoint_paths) if state else []
     steps = sorted(_step(p) for p in paths)
     newest = steps[-1] if steps else -1
-    if backend.topology.workers > 1:
+    # An elastic run restores without a collective (a joining rank runs this alone); each rank then
+    # takes rank 0's variables when the elastic loop starts.
+    if backend.topology.workers > 1 and not backend.elastic:
         newest = int(backend.gather_ints(np.array([newest], np.int64))[0, 0])  # the chief's answer for all
     if newest < 0:
         return None

@@ -11,7 +11,6 @@ cannot be addressed by position) keep TensorFlow's iterator in each worker's che
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -23,44 +22,17 @@ import tensorflow as tf
 from ingest import integrity, pipeline
 from ingest.runconfig import RunConfig, write_json_atomic
 from stoker import timing
+from stoker.errors import StokerError
 from strategies import make_backend
 from strategies.backend import Backend
 from training import actions, assembly, checkpoints, evaluation
+from training.step_times import StepTimes
 
 log = logging.getLogger("stoker")
 
 
 class Preempted(Exception):
     """SIGTERM arrived; a checkpoint was saved at the step boundary."""
-
-
-@dataclasses.dataclass
-class StepTimes:
-    """Per-step host timings: waiting for the next batch, and the step itself.
-
-    Steps run inside a compiled loop (``train.steps_per_loop``) take their batches inside it:
-    their wait is NaN (not measured) and their compute is the loop's time over its steps."""
-
-    wait: list[float] = dataclasses.field(default_factory=list)
-    compute: list[float] = dataclasses.field(default_factory=list)
-
-    def fraction(self) -> float | None:
-        """Input wait / step time over the steady state (the first step compiles); None when no
-        step after the first measured its wait."""
-        pairs = [(w, c) for w, c in zip(self.wait[1:], self.compute[1:], strict=True) if not math.isnan(w)]
-        w, c = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
-        if not pairs:
-            return None
-        return w / (w + c) if w + c else 0.0
-
-    def per_step(self) -> list[float | None]:
-        return [None if math.isnan(w) else (round(w / (w + c), 4) if w + c else 0.0) for w, c in self.pairs()]
-
-    def step_seconds(self) -> list[float]:
-        return [(0.0 if math.isnan(w) else w) + c for w, c in self.pairs()]
-
-    def pairs(self) -> list[tuple[float, float]]:
-        return list(zip(self.wait, self.compute, strict=True))
 
 
 def _window() -> dict[str, Any]:
@@ -79,7 +51,6 @@ def run(config: RunConfig) -> dict[str, Any]:
 
 def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     t = config.train
-    topo = backend.topology
     run = assembly.assemble(config, backend, with_pipeline=False)
     config, dataset = run.config, run.dataset  # PIPELINE=auto's choices applied
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -87,6 +58,8 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     order, why = assembly.training_order(config, dataset)
     state = checkpoints.InputState(order, dataset.name) if order is not None else None
     if state is None:
+        if backend.elastic:
+            raise StokerError(f"ELASTIC=1 needs an input addressed by position, and this run's is not ({why})")
         log.info("input state: TensorFlow's iterator (%s): a resume needs the same topology", why)
         built = assembly.train_pipeline(config, dataset, backend)
         objects["iterator"] = iterator = iter(built.dataset)
@@ -116,11 +89,8 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
         written = json.loads(config.to_json()) | ({"auto": run.auto.as_dict()} if run.auto else {})
         write_json_atomic(config.run_dir / "config.json", json.dumps(written, indent=2, sort_keys=True))
     loop = _Loop(config, backend, dataset, run.trainer, iterator, built, step, manager, steps_per_epoch, total)
-    loop.input_state, loop.examples = state, examples
-    metrics = loop.train()
-    if topo.workers > 1:
-        backend.gather_ints(np.zeros(1, np.int64))  # barrier: peers leave together, no heartbeat errors
-    return metrics
+    loop.input_state, loop.examples, loop.ckpt, loop.built_for = state, examples, ckpt, (examples, backend.topology)
+    return backend.run_loop(loop)  # an elastic backend re-enters loop.train() after membership changes
 
 
 class _Loop:
@@ -133,19 +103,53 @@ class _Loop:
         self.times = StepTimes()
         self.preemption = actions.Preemption(backend)
         self.summaries = actions.Summaries(config.run_dir, backend.is_chief)
-        self.ids = actions.IdRecorder(config.run_dir, backend.topology.worker_index, config.train.record_ids)
+        self.ids = actions.IdRecorder(
+            config.run_dir, backend.topology.worker_index, config.train.record_ids, hold=backend.elastic
+        )
         self.evals: list[dict[str, Any]] = []
         self.losses: list[float] = []  # this run's per-step losses (repeatability checks)
         self.input_state: checkpoints.InputState | None = None  # None: the iterator is checkpointed
         self.examples = 0  # examples taken by all workers since the start of training (the position)
         self.saves: list[float] = []  # seconds per checkpoint save
         self.eval_s = 0.0  # seconds spent evaluating inside the loop (left out of examples_per_sec)
+        self.ckpt: tf.train.Checkpoint | None = None
+        self.start_step = int(step)
+        self.built_for: tuple[int, Any] | None = None  # (examples, topology) the pipeline was built for
+        self.first_done: timing.Laps | None = None  # examples_per_sec: wall time after the first step
+
+    def variables(self) -> list[tf.Variable]:
+        """Model, optimizer and step: what an elastic commit keeps and a joining rank receives."""
+        return [*self.trainer.model.variables, *self.trainer.optimizer.variables, self.step]
+
+    def restart(self) -> None:
+        """Host, an elastic rank at each entry of the loop: this rank's pipeline from the committed
+        position (``self.examples``) and the backend's topology now, compiled steps, checkpoint
+        folder (only rank 0 saves), summaries and id file; uncommitted id lines are dropped."""
+        topo, order = self.backend.topology, self.input_state.order
+        self.ids.reopen(topo.worker_index)
+        keep, chief = self.config.train.keep_checkpoints, str(checkpoints.chief_dir(self.config))
+        self.manager = tf.train.CheckpointManager(self.ckpt, chief, max_to_keep=keep) if topo.is_chief else None
+        if self.summaries.active != topo.is_chief:
+            self.summaries = actions.Summaries(self.config.run_dir, topo.is_chief)
+        if self.built_for == (self.examples, topo):  # the first entry, nothing changed since _run built it
+            return
+        position = pipeline.Position.at(self.examples, order.num_examples, order.seed)
+        self.built = assembly.train_pipeline(self.config, self.dataset, self.backend, position, order)
+        self.iterator = iter(self.built.dataset)
+        self.trainer.retrace()
+        self.built_for = (self.examples, topo)
+
+    def committed(self) -> None:
+        """Host: an elastic commit happened; the id lines held since the last one are final."""
+        self.ids.commit()
 
     def save(self, s: int) -> None:
         """Host, every worker: checkpoint model, optimizer, step and the input position (timed)."""
         laps = timing.Laps()
         if self.input_state is not None:
             self.input_state.set(self.examples)
+        if self.manager is None:  # an elastic rank other than 0: the chief's checkpoint holds all
+            return
         self.manager.save(checkpoint_number=s)
         self.saves.append(laps.lap())
 
@@ -158,11 +162,10 @@ class _Loop:
     def train(self) -> dict[str, Any]:
         t = self.config.train
         self.check_eval_slices()
-        start_step = int(self.step)
+        start_step = self.start_step
         self.window = _window()
         loss = float("nan")
         first = True
-        first_done: timing.Laps | None = None
         while int(self.step) < self.total:
             if first or t.steps_per_loop == 1:
                 loss = self._one_step(first)
@@ -173,22 +176,24 @@ class _Loop:
             if s % t.log_every == 0 or s == self.total:
                 self._log(s, self.window)
                 self.window = _window()
-            if first_done is None:
-                first_done = timing.Laps()  # examples_per_sec: wall time after the first step
+            if self.first_done is None:
+                self.first_done = timing.Laps()  # kept across an elastic run's re-entries
             if t.checkpoint_every and s % t.checkpoint_every == 0:
                 self.save(s)
+            self.backend.at_boundary(s, self)  # elastic: commit every strategy.commit_every steps
             if s % self.steps_per_epoch == 0 and t.eval_every_epoch and s < self.total:
                 eval_laps = timing.Laps()
                 self._evaluate(s)
                 self.eval_s += eval_laps.lap()
             if self.preemption.requested():
                 self.save(s)
+                self.committed()  # the checkpoint holds every step so far: held (elastic) id lines are final
                 self.close_files()
                 log.warning("SIGTERM: saved a checkpoint at step %d; run the same command again to resume", s)
                 raise Preempted(s)
-        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{int(self.step)}"):
+        if self.manager is not None and not (self.manager.latest_checkpoint or "").endswith(f"-{int(self.step)}"):
             self.save(int(self.step))
-        wall = first_done.lap() - self.eval_s if first_done is not None else 0.0
+        wall = self.first_done.lap() - self.eval_s if self.first_done is not None else 0.0
         final_eval = self._evaluate(int(self.step), final=True)
         return self._report(loss, start_step, final_eval, wall)
 
@@ -197,6 +202,7 @@ class _Loop:
         log, checkpoint, epoch end (evaluation) or the last step, so each happens where it did."""
         t = self.config.train
         every = [t.log_every, self.steps_per_epoch] + ([t.checkpoint_every] if t.checkpoint_every else [])
+        every += [self.config.strategy.commit_every] if self.backend.elastic else []
         nearest = min([e - s % e for e in every] + [self.total - s])
         return max(1, min(t.steps_per_loop, nearest))
 
@@ -232,6 +238,7 @@ class _Loop:
     def _account(self, losses, correct, waits, computes, ids) -> None:
         """Host: each step's loss, timings, example count, step counter and recorded ids."""
         batch = self.config.train.batch_size
+        self.built_for = None  # the iterator moved past where it was built: an elastic re-entry rebuilds it
         for k, loss in enumerate(losses):
             loss = float(loss)
             if not math.isfinite(loss):

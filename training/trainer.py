@@ -52,8 +52,14 @@ class Trainer:
         self.backend, self.model, self.optimizer = backend, model, optimizer
         # train.loss_weights: each example's loss times its class's weight (Keras' class_weight).
         self.class_weights = tf.constant(class_weights, tf.float32) if class_weights else None
-        self.divisor = float(backend.loss_divisor(global_batch))
+        self.global_batch = global_batch
         self.scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
+        self.retrace()
+
+    def retrace(self) -> None:
+        """Host: (re)make the compiled steps for the backend's topology (an elastic run's rank count
+        changed: the loss divisor and the collectives traced into the steps change with it)."""
+        self.divisor = float(self.backend.loss_divisor(self.global_batch))
         self._train = tf.function(self._train_step)
         self._loop = tf.function(self._loop_steps)
         self._eval = tf.function(self._eval_step, reduce_retracing=True)

@@ -50,8 +50,8 @@ CHAINS = {
 }
 
 
-def expected_batches() -> list[np.ndarray]:
-    """The ids of every global batch of an uninterrupted run, built as one input pipeline."""
+def expected_batches(total: int = TOTAL) -> list[np.ndarray]:
+    """The ids of every global batch of an uninterrupted run (``total`` steps), built as one input pipeline."""
     ds = datasets.get(DataOptions(name="synthetic", image_size=16, train_examples=EXAMPLES))
     built = pipeline.build(
         ds,
@@ -65,7 +65,7 @@ def expected_batches() -> list[np.ndarray]:
         position=Position(),
     )
     it = iter(built.dataset)
-    return [next(it)["id"].numpy() for _ in range(TOTAL)]
+    return [next(it)["id"].numpy() for _ in range(total)]
 
 
 def chief_step(run_dir) -> int:
