@@ -83,22 +83,30 @@ class InputState:
     """The input part of a checkpoint: the position (epoch, consumed, seed) and what it counts.
 
     Two small variables (three int64 and a short JSON string) replace TensorFlow's iterator
-    state, whose size grows with the shuffle and prefetch buffers.
+    state, whose size grows with the shuffle and prefetch buffers. With the tf.data service
+    (``ledger=True``) a third holds which examples of the epoch were consumed
+    (:class:`ingest.ledger.Ledger`: a compressed bitmap, at most N/8 bytes per open epoch).
     """
 
-    def __init__(self, order: Order, dataset: str) -> None:
+    def __init__(self, order: Order, dataset: str, *, ledger: bool = False) -> None:
         self.order, self.dataset = order, dataset
-        self._identity = json.dumps({"dataset": dataset, **order.identity()}, sort_keys=True)
+        ident = {"dataset": dataset, **order.identity()} | ({"input": "tf.data service ledger"} if ledger else {})
+        self._identity = json.dumps(ident, sort_keys=True)
         self.position = tf.Variable([0, 0, order.seed], dtype=tf.int64, trainable=False, name="input_position")
         self.identity = tf.Variable(self._identity, dtype=tf.string, trainable=False, name="input_identity")
+        self.ledger = tf.Variable(b"", dtype=tf.string, trainable=False, name="input_ledger") if ledger else None
 
     def trackables(self) -> dict[str, tf.Variable]:
-        return {"input_position": self.position, "input_identity": self.identity}
+        out = {"input_position": self.position, "input_identity": self.identity}
+        return out | ({"input_ledger": self.ledger} if self.ledger is not None else {})
 
-    def set(self, examples: int) -> None:
-        """Host: record that ``examples`` examples were taken since the start (all workers, all epochs)."""
+    def set(self, examples: int, ledger: bytes = b"") -> None:
+        """Host: record that ``examples`` examples were taken since the start (all workers, all epochs),
+        and with the service which ones this epoch (``ledger``, ``Built.ledger()``)."""
         p = Position.at(examples, self.order.num_examples, self.order.seed)
         self.position.assign([p.epoch, p.consumed, p.seed])
+        if self.ledger is not None:
+            self.ledger.assign(ledger)
 
     def restored(self) -> Position:
         """Host, after a restore: the saved position, checked against this run's data and order."""
@@ -115,11 +123,12 @@ class InputState:
                 "or start a new RUN="
             )
         epoch, consumed, seed = (int(v) for v in self.position.numpy())
-        return Position(epoch, consumed, seed)
+        return Position(epoch, consumed, seed, ledger=self.ledger.numpy() if self.ledger is not None else b"")
 
     def nbytes(self) -> int:
-        """Bytes of input state in a checkpoint (the two variables' values)."""
-        return 3 * 8 + len(self._identity.encode())
+        """Bytes of input state in a checkpoint (the variables' values)."""
+        ledger = len(self.ledger.numpy()) if self.ledger is not None else 0
+        return 3 * 8 + len(self._identity.encode()) + ledger
 
 
 def restore_shared(ckpt: tf.train.Checkpoint, chief: Path, backend: Backend) -> int | None:

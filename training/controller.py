@@ -85,7 +85,9 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     objects: dict[str, Any] = {"model": run.model, "optimizer": run.optimizer, "step": step}
     order, why = assembly.training_order(config, dataset)
-    state = checkpoints.InputState(order, dataset.name) if order is not None else None
+    # With DATA_SERVICE= an input position also says which examples of the epoch were consumed.
+    ledger = bool(config.pipeline.data_service)
+    state = checkpoints.InputState(order, dataset.name, ledger=ledger) if order is not None else None
     if state is None:
         log.info("input state: TensorFlow's iterator (%s): a resume needs the same topology", why)
         built = assembly.train_pipeline(config, dataset, backend)
@@ -145,7 +147,7 @@ class _Loop:
         """Host, every worker: checkpoint model, optimizer, step and the input position (timed)."""
         laps = timing.Laps()
         if self.input_state is not None:
-            self.input_state.set(self.examples)
+            self.input_state.set(self.examples, self.built.ledger() if self.built.ledger else b"")
         self.manager.save(checkpoint_number=s)
         self.saves.append(laps.lap())
 
