@@ -134,20 +134,24 @@ def _bounded(
     box: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def offer(item: object) -> bool:
+        """Hand ``item`` to the consumer; False once it stopped reading (the queue may stay full)."""
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def pull() -> None:
         try:
             for element in ds:
-                while not stop.is_set():
-                    try:
-                        box.put(element, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put(_END)
+                if not offer(element):
+                    return  # drops the service iterator, which ends its client
+            offer(_END)
         except Exception as err:  # noqa: BLE001 - handed to the consumer thread, re-raised there
-            box.put(err)
+            offer(err)
 
     thread = threading.Thread(target=pull, name="tf.data-service-pull", daemon=True)
     if threads is not None:

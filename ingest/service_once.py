@@ -172,6 +172,8 @@ class Reader:
             if keep.any():
                 kept = {k: np.asarray(v)[keep] for k, v in examples.items()}
                 yield np.full(int(keep.sum()), epoch, np.int64), ids[keep], kept
+            if received.all():  # the epoch is whole: close the job rather than wait for its end (seconds)
+                return
 
     def _remote(self, epoch: int, wanted: np.ndarray) -> Iterator:
         """Elements of one service job over ``epoch``'s wanted examples, bounded by the timeout."""
