@@ -83,16 +83,22 @@ def epoch_dataset(
     keep = tf.constant(wanted)
     calls = stages._calls(options.read_parallelism) if options.interleave else None
 
-    def numbered(path, start):
-        return dataset.read(path).enumerate().map(lambda i, record: (start + i, record))
+    per = options.parse_batch
 
-    records = files.interleave(
+    def numbered(path, start):  # blocks of a file's records, numbered and cut to the wanted ones
+        def cut(j, records):
+            ids = start + j * per + tf.range(tf.shape(records, out_type=tf.int64)[0])
+            mask = tf.gather(keep, ids)
+            return tf.boolean_mask(ids, mask), tf.boolean_mask(records, mask)
+
+        return dataset.read(path).batch(per).enumerate().map(cut)
+
+    blocks = files.interleave(
         numbered, cycle_length=options.cycle_length, num_parallel_calls=calls, deterministic=False if calls else None
     )
-    records = records.filter(lambda i, record: tf.gather(keep, i))
+    blocks = blocks.filter(lambda ids, records: tf.size(ids) > 0)
     mapped = stages._calls(options.map_parallelism)
-    ds = records.batch(options.parse_batch).map(lambda i, r: (i, dataset.parse(r)), num_parallel_calls=mapped)
-    ds = ds.unbatch()
+    ds = blocks.map(lambda i, r: (i, dataset.parse(r)), num_parallel_calls=mapped).unbatch()
     if training and options.shuffle and request.shuffle_buffer > 1:
         ds = ds.shuffle(request.shuffle_buffer, seed=seed * 1_000_003 + epoch)
     if training and dataset.has_augment:
@@ -122,28 +128,42 @@ class Reader:
         return self.ledger.to_bytes()
 
     def batches(self) -> Iterator[dict[str, np.ndarray]]:
-        """Batches of ``batch_size`` examples, epoch after epoch (one epoch unless training repeats)."""
+        """Batches of ``batch_size`` examples, epoch after epoch (one epoch unless training repeats).
+
+        The next epoch's job starts when this one does: starting a job takes the service a second
+        or more here, which would otherwise stall every epoch change."""
         self.ledger = ledger = self._ledger()
         size, buffer, epoch = self.request.batch_size, _Buffer(), ledger.epoch
-        while True:
-            for chunk in self._epoch(epoch, ledger.consumed(epoch)):
-                buffer.add(chunk)
-                while len(buffer) >= size:
-                    epochs, ids, batch = buffer.take(size)
-                    ledger.consume(epochs, ids)  # handed over now: nothing downstream buffers
-                    yield batch
-            epoch += 1
-            if not (self.request.training and self.request.repeat):
-                break
+        repeat = self.request.training and self.request.repeat
+        job, upcoming = self._open(epoch, ledger.consumed(epoch)), None
+        try:
+            while True:
+                upcoming = self._open(epoch + 1, ledger.consumed(epoch + 1)) if repeat else None
+                for chunk in self._epoch(job):
+                    buffer.add(chunk)
+                    while len(buffer) >= size:
+                        epochs, ids, batch = buffer.take(size)
+                        ledger.consume(epochs, ids)  # handed over now: nothing downstream buffers
+                        yield batch
+                if not repeat:
+                    break
+                job.close()
+                job, upcoming, epoch = upcoming, None, epoch + 1
+        finally:
+            for left in (job, upcoming):
+                if left is not None:
+                    left.close()
         if len(buffer) and not self.request.training:  # evaluation keeps its last, short batch
             epochs, ids, batch = buffer.take(len(buffer))
             ledger.consume(epochs, ids)
             yield batch
 
-    def _epoch(self, epoch: int, received: np.ndarray) -> Iterator[Chunk]:
-        """The examples of ``epoch`` not in ``received`` [N] (updated as they come), each once."""
-        if not received.all():
-            yield from self._take(self._remote(epoch, ~received), epoch, received)
+    def _epoch(self, job: _Job) -> Iterator[Chunk]:
+        """The examples of ``job.epoch`` not yet received (``job.received`` is updated), each once."""
+        epoch, received = job.epoch, job.received
+        if job.pull is not None:
+            elements = job.pull.elements(timeout_s=self.options.service_timeout_s, where=job.where)
+            yield from self._take(elements, epoch, received)
         missing = int((~received).sum())
         if missing:
             files = sorted({self.order.files[f] for f in self._files_of(~received)})
@@ -169,37 +189,53 @@ class Reader:
             ids = np.asarray(ids)
             keep = ~received[ids]  # a restarted worker may send what another already did
             received[ids[keep]] = True
-            if keep.any():
+            if keep.all():  # the usual case: no copy
+                yield np.full(len(ids), epoch, np.int64), ids, {k: np.asarray(v) for k, v in examples.items()}
+            elif keep.any():
                 kept = {k: np.asarray(v)[keep] for k, v in examples.items()}
                 yield np.full(int(keep.sum()), epoch, np.int64), ids[keep], kept
             if received.all():  # the epoch is whole: close the job rather than wait for its end (seconds)
                 return
 
-    def _remote(self, epoch: int, wanted: np.ndarray) -> Iterator:
-        """Elements of one service job over ``epoch``'s wanted examples, bounded by the timeout."""
-        name = f"{self.job_name}-e{epoch}-{uuid.uuid4().hex[:8]}"
-        ds = epoch_dataset(self.dataset, self.order, self.options, self.request, epoch, wanted)
+    def _open(self, epoch: int, received: np.ndarray) -> _Job:
+        """Start the service job of ``epoch``'s examples not in ``received`` (none when all were)."""
+        job = _Job(epoch, received, f"{self.options.data_service} job {self.job_name}-e{epoch}-{uuid.uuid4().hex[:8]}")
+        if received.all():
+            return job
+        ds = epoch_dataset(self.dataset, self.order, self.options, self.request, epoch, ~received)
         remote = ds.apply(
             tf.data.experimental.service.distribute(
-                processing_mode="distributed_epoch", service=self.options.data_service, job_name=name
+                processing_mode="distributed_epoch",
+                service=self.options.data_service,
+                job_name=job.where.rsplit(" ", 1)[1],
             )
         )
-        where = f"{self.options.data_service} job {name}"
         threads: list = []
-        elements = service_client._bounded(
-            remote, timeout_s=self.options.service_timeout_s, where=where, threads=threads
-        )
-        key = uuid.uuid4().int >> 65
-        service_client._SESSIONS[key] = (self.options.data_service, elements, threads)  # close_sessions ends it
-        try:
-            for ids, examples in elements:
-                yield ids.numpy(), {k: v.numpy() for k, v in examples.items()}
-        finally:
-            service_client._SESSIONS.pop(key, None)
+        job.pull = service_client.Pull(remote, threads)
+        service_client._SESSIONS[job.key] = (self.options.data_service, job.pull, threads)  # close_sessions ends it
+        return job
 
     def _files_of(self, flags: np.ndarray) -> list[int]:
         starts, counts = self.order.starts, self.order.counts
         return [f for f in range(len(counts)) if flags[starts[f] : starts[f] + counts[f]].any()]
+
+
+class _Job:
+    """One epoch's service job, started when made (host): what was received of the epoch, and its pull."""
+
+    def __init__(self, epoch: int, received: np.ndarray, where: str) -> None:
+        self.epoch, self.received, self.where = epoch, received, where
+        self.pull: service_client.Pull | None = None
+        self.key = uuid.uuid4().int >> 65
+
+    def close(self) -> None:
+        """Stop pulling. The session stays listed until its thread ends, so that ``close_sessions``
+        (``LocalCluster.stop``) waits for it before the servers go (else its client outlives them)."""
+        if self.pull is not None:
+            self.pull.close()
+        for key, (_, pull, _) in list(service_client._SESSIONS.items()):
+            if isinstance(pull, service_client.Pull) and pull.stop.is_set() and not pull.thread.is_alive():
+                service_client._SESSIONS.pop(key, None)
 
 
 class _Buffer:
@@ -217,6 +253,9 @@ class _Buffer:
         self.size += len(chunk[1])
 
     def take(self, size: int) -> Chunk:
+        if len(self.chunks[0][1]) == size:  # a worker's whole batch: handed over as it came
+            self.size -= size
+            return self.chunks.pop(0)
         epochs = np.concatenate([c[0] for c in self.chunks])
         ids = np.concatenate([c[1] for c in self.chunks])
         examples = {k: np.concatenate([c[2][k] for c in self.chunks]) for k in self.chunks[0][2]}
