@@ -152,6 +152,10 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 # ---- service ---------------------------------------------------------------------------
 @family
 def service(args: argparse.Namespace) -> dict[str, Any]:
+    # The scenario's module imports tests/conftest.py, which splits the CPU into logical devices:
+    # that must come before TensorFlow initialises (the compare below would).
+    from tests.ingest import test_service  # noqa: F401
+
     compare = _compare(args.repeats)  # first: the restart runs leave clients retrying dead dispatchers behind
     return {"restart": _restarts(args.runs), "compare": compare}
 

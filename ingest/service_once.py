@@ -290,6 +290,12 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions, order: O
 
 
 def _check_position(ledger: Ledger, position: Position, dataset: Dataset) -> None:
+    if not position.ledger and (position.epoch or position.consumed):
+        raise DataError(
+            f"input position epoch {position.epoch} after {position.consumed} examples of {dataset.name} has no "
+            "tf.data service ledger, so which examples were consumed is unknown: resume from a checkpoint written "
+            "with DATA_SERVICE=, or start a new RUN="
+        )
     if position.ledger and (ledger.epoch, ledger.count()) != (position.epoch, position.consumed):
         raise DataError(
             f"the checkpoint's input ledger stands at epoch {ledger.epoch} after {ledger.count()} examples but its "
