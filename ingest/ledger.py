@@ -5,10 +5,12 @@ not a function of (seed, epoch) and three numbers cannot say where a service run
 ledger can: bit ``i`` of an epoch is set once the example with canonical index ``i`` (the split's
 files in sorted order, each file's records in file order: ``ingest.order``) was consumed.
 
-Size: an epoch is ``N / 8`` bytes before compression (64 KiB holds 524,288 examples), and much
-less after: files the service finished are runs of ones, files not yet begun runs of zeros, so
-only files in flight cost bits (a few hundred bytes mid-epoch here). At most two epochs are open:
-a batch may take the last examples of one epoch and the first of the next.
+Size: an epoch is ``N / 8`` bytes before compression, and at worst (bits at random) that plus
+about 150 bytes of header and zlib framing, so 64 KiB holds about 523,000 examples at worst. In
+practice far less: files the service finished are runs of ones, files not yet begun runs of
+zeros, so only files in flight cost bits (``tests/ingest/test_ledger.py``: 1,464 bytes for
+1,000,000 examples 60% in with 8 files half-read; 97 bytes for 640 examples 1.5 epochs in). At
+most two epochs are open: a batch may take the last examples of one epoch and the first of the next.
 
 Runs on the host (the client of the service), in the thread that hands batches to training.
 """
