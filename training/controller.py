@@ -102,7 +102,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     if state is None:
         checkpoints.restore(ckpt, manager, backend, t.keep_checkpoints)
     else:
-        restored = checkpoints.restore_shared(ckpt, checkpoints.chief_dir(config), backend)
+        restored = checkpoints.restore_shared(ckpt, checkpoints.chief_dir(config), backend, state.check_saved)
         position = state.restored() if restored is not None else pipeline.Position(seed=config.data.seed)
         examples = position.examples(order.num_examples)
         built = assembly.train_pipeline(config, dataset, backend, position, order)
