@@ -165,7 +165,20 @@ def _span(values: list[int]) -> str:
 def _restart_block(root: Path) -> str:
     r = result(root, "service")
     s = r["restart"]
-    runs = s["runs"]
+    once = s["runs"]
+    lost, twice = sum(x["lost_examples"] for x in once), sum(x["duplicated"] for x in once)
+    text = (
+        f"Worker restart, the test's scenario repeated ({source(r)}): exactly once (the default), {len(once)} runs: "
+        f"lost {lost} of {len(once) * s['examples']} examples in all, ids seen twice: {twice}."
+    )
+    return text + _at_most_once(s) + "\n"
+
+
+def _at_most_once(s: dict[str, Any]) -> str:
+    """The same scenario with ``pipeline.service_exactly_once=false`` (older files hold only these runs)."""
+    runs = s.get("runs_at_most_once", [])
+    if not runs:
+        return ""
     files = [x["lost_files"] for x in runs]
     spread = ", ".join(f"{k} files in {v} runs" for k, v in sorted(Counter(files).items()))
     twice = sum(x["duplicated"] for x in runs)
@@ -182,11 +195,10 @@ def _restart_block(root: Path) -> str:
         else f"was exceeded by {worst - bound} files"
     )
     return (
-        f"Worker restart, the test's scenario repeated {len(runs)} times ({source(r)}): lost "
+        f" At most once (`pipeline.service_exactly_once=false`), {len(runs)} runs: lost "
         f"{_span(files)} of {s['files']} files ({_span([x['lost_examples'] for x in runs])} of {s['examples']} "
-        f"examples); {spread}; ids seen twice: {twice}. "
-        f"The test's bound, {bound // per} x `cycle_length` = {bound} files, "
-        f"{margin}.\n"
+        f"examples); {spread}; ids seen twice: {twice}. That test's bound, {bound // per} x `cycle_length` = "
+        f"{bound} files, {margin}."
     )
 
 
@@ -197,9 +209,17 @@ def _ratio_block(root: Path) -> str:
     local = [x["local_examples_per_s"] for x in runs]
     remote = [x["service_examples_per_s"] for x in runs]
     ratios = [b / a for a, b in zip(local, remote, strict=True)]
-    return (
+    text = (
         f"**Measured here** ({source(r)}). The optimized `shapes` pipeline (64 px, no cache, batch 64) gave "
         f"{min(local):,.0f}-{max(local):,.0f} examples/s locally and {min(remote):,.0f}-{max(remote):,.0f} with 2 "
-        f"service workers on the same host, over {len(runs)} calls of `ingest.service.compare()`: service / local "
-        f"{statistics.median(ratios):.2f} (median; {min(ratios):.2f}-{max(ratios):.2f}).\n"
+        f"service workers on the same host at most once, over {len(runs)} calls of `ingest.service.compare()`: "
+        f"service / local {statistics.median(ratios):.2f} (median; {min(ratios):.2f}-{max(ratios):.2f})."
     )
+    once = [x["exactly_once_examples_per_s"] for x in runs if "exactly_once_examples_per_s" in x]
+    if once:
+        costs = [x["exactly_once_over_at_most_once"] for x in runs]
+        text += (
+            f" Exactly once (the default) on the same workers: {min(once):,.0f}-{max(once):,.0f} examples/s, "
+            f"exactly once / at most once {statistics.median(costs):.2f} (median; {min(costs):.2f}-{max(costs):.2f})."
+        )
+    return text + "\n"

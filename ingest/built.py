@@ -7,6 +7,7 @@ Neutral ground between the facade (``ingest.pipeline``) and the engines (``inges
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -25,6 +26,9 @@ class Position:
     epoch: int = 0
     consumed: int = 0
     seed: int = 0
+    # With the tf.data service (whose order depends on which worker asks first): which examples of
+    # the epoch were consumed, an ingest.ledger.Ledger's bytes (b"": none, or not the service).
+    ledger: bytes = dataclasses.field(default=b"", repr=False)
 
     @classmethod
     def at(cls, examples: int, num_examples: int, seed: int) -> Position:
@@ -66,3 +70,4 @@ class Built:
     engine: str = "tfdata"
     batch_wise: bool = False  # whole batches gathered and preprocessed, no per-example step (ingest.positioned)
     build_s: float = 0.0  # seconds building took on the host (an in-memory table is filled here)
+    ledger: Callable[[], bytes] | None = None  # the service's input ledger now (ingest.service_once), for checkpoints

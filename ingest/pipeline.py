@@ -13,7 +13,7 @@ import time
 
 import tensorflow as tf
 
-from ingest import positioned, stages, tfdata
+from ingest import positioned, service_once, stages, tfdata
 from ingest.built import Built, Position, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
@@ -62,6 +62,11 @@ def build(
         if order is None:
             order = positioned.order_for(dataset, split, options, seed=seed, shuffle_buffer=shuffle_buffer)
         request = dataclasses.replace(request, position=position, order=order)
+    if options.data_service and options.engine != "dali" and not service_once.unsupported(dataset, split, options):
+        # Exactly once: no host prefetch after it (its ledger counts batches as they are handed over).
+        order = request.order or service_once.order_of(dataset, split)
+        built = service_once.build(dataset, request, options, order)
+        return dataclasses.replace(built, build_s=time.perf_counter() - started)
     if options.engine == "dali":
         if options.data_service:
             raise DataError(

@@ -28,7 +28,7 @@ import logging
 
 import tensorflow as tf
 
-from ingest import integrity, resample, stages
+from ingest import integrity, resample, service_once, stages
 from ingest.built import Built, Position, Request
 from ingest.dataset import Dataset
 from ingest.options import PipelineOptions
@@ -49,7 +49,9 @@ def unsupported(dataset: Dataset, options: PipelineOptions) -> str:
     if options.engine != "tfdata":
         return f"pipeline.engine={options.engine} (DALI keeps its own reader state)"
     if options.data_service:
-        return "DATA_SERVICE= (the service's workers hold the read state)"
+        why = service_once.unsupported(dataset, dataset.options.train_split, options)
+        if why:
+            return f"DATA_SERVICE= with {why} (the service's workers hold the read state)"
     if options.skip_corrupt:
         return "pipeline.skip_corrupt=true (skipped records would move every later position)"
     if options.cache_path:

@@ -255,16 +255,22 @@ def free_port(span: int = 1) -> int:
 # ---- measurement (for benchmarks) ---------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """Throughput of one pipeline run locally and on local service workers."""
+    """Throughput of one pipeline run locally and on local service workers (at most once, exactly once)."""
 
     workers: int
     local_examples_per_s: float
-    service_examples_per_s: float
+    service_examples_per_s: float  # pipeline.service_exactly_once=false: TensorFlow's at-most-once
+    exactly_once_examples_per_s: float = float("nan")  # the default: ingest.service_once
 
     @property
     def ratio(self) -> float:
-        """Service over local throughput (> 1: the service helped)."""
+        """Service (at most once) over local throughput (> 1: the service helped)."""
         return self.service_examples_per_s / self.local_examples_per_s
+
+    @property
+    def exactly_once_ratio(self) -> float:
+        """Exactly once over at most once on the same workers (< 1: what the ledger and client batching cost)."""
+        return self.exactly_once_examples_per_s / self.service_examples_per_s
 
 
 def _rate(ds: tf.data.Dataset, *, batches: int, warmup: int) -> float:
@@ -291,9 +297,10 @@ def compare(
     """Examples/s of ``make(options)`` locally, then with ``workers`` service workers on 127.0.0.1.
 
     ``make`` builds a repeated, batched dataset from pipeline options (e.g. a lambda around
-    ``ingest.pipeline.build(...).dataset``); it is called once without and once with
-    ``data_service`` set. On one host the workers share its cores with the client, so a ratio
-    near or below 1 is expected here; on other hosts the workers add their own cores.
+    ``ingest.pipeline.build(...).dataset``); it is called without ``data_service``, then with it
+    at most once (``service_exactly_once=false``) and exactly once, on the same workers. On one
+    host the workers share its cores with the client, so a ratio near or below 1 is expected
+    here; on other hosts the workers add their own cores.
     """
     local = _rate(make(dataclasses.replace(options, data_service="")), batches=batches, warmup=warmup)
     spec = ClusterSpec(
@@ -302,9 +309,12 @@ def compare(
         work_dir=work_dir or tempfile.mkdtemp(prefix="stoker-data-service-"),
     )
     with LocalCluster(spec, quiet=True) as cluster:
-        remote_options = dataclasses.replace(options, data_service=cluster.spec.address)
+        remote_options = dataclasses.replace(options, data_service=cluster.spec.address, service_exactly_once=False)
         remote = _rate(make(remote_options), batches=batches, warmup=warmup)
-    return Comparison(workers, local, remote)
+        close_sessions(cluster.spec.address)  # its job would go on taking the workers' time
+        once_options = dataclasses.replace(remote_options, service_exactly_once=True)
+        once = _rate(make(once_options), batches=batches, warmup=warmup)
+    return Comparison(workers, local, remote, once)
 
 
 if __name__ == "__main__":  # `python -m ingest.service dispatcher|worker ...` (a cluster's servers)

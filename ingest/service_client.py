@@ -125,48 +125,65 @@ _END = object()
 def _bounded(
     ds: tf.data.Dataset, *, timeout_s: float, where: str, threads: list[threading.Thread] | None = None
 ) -> Iterator:
-    """Elements of ``ds``; raises :class:`ServiceTimeoutError` when one takes over ``timeout_s``.
+    """Elements of ``ds``; raises :class:`ServiceTimeoutError` when one takes over ``timeout_s``."""
+    return Pull(ds, threads).elements(timeout_s=timeout_s, where=where)
 
-    A daemon thread pulls from the service (that call cannot be interrupted); the consumer
-    waits on a one-element queue with a timeout. A timed-out pull thread stays blocked until
-    the process exits.
+
+class Pull:
+    """A daemon thread pulling ``ds`` (a service job) into a one-element queue, from the moment it is made.
+
+    The pull cannot be interrupted inside the service; the consumer waits on the queue with a
+    timeout instead. A timed-out pull thread stays blocked until the process exits. Made before
+    it is read, a job starts while the one before it is still being read (``ingest.service_once``).
     """
-    box: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
 
-    def pull() -> None:
+    def __init__(self, ds: tf.data.Dataset, threads: list[threading.Thread] | None = None) -> None:
+        self.box: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._pull, args=(ds,), name="tf.data-service-pull", daemon=True)
+        if threads is not None:
+            threads.append(self.thread)
+        self.thread.start()
+
+    def _offer(self, item: object) -> bool:
+        """Hand ``item`` to the consumer; False once it stopped reading (the queue may stay full)."""
+        while not self.stop.is_set():
+            try:
+                self.box.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pull(self, ds: tf.data.Dataset) -> None:
         try:
             for element in ds:
-                while not stop.is_set():
-                    try:
-                        box.put(element, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put(_END)
+                if not self._offer(element):
+                    return  # drops the service iterator, which ends its client
+            self._offer(_END)
         except Exception as err:  # noqa: BLE001 - handed to the consumer thread, re-raised there
-            box.put(err)
+            self._offer(err)
 
-    thread = threading.Thread(target=pull, name="tf.data-service-pull", daemon=True)
-    if threads is not None:
-        threads.append(thread)
-    thread.start()
-    try:
-        while True:
-            try:
-                item = box.get(timeout=timeout_s)
-            except queue.Empty:
-                raise ServiceTimeoutError(
-                    f"tf.data service at {where} gave no element for {timeout_s:g} s (pipeline.service_timeout_s): "
-                    "are its workers up? Start them with `make data-service`, or raise "
-                    "pipeline.service_timeout_s when the first element is slow"
-                ) from None
-            if item is _END:
-                return
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    def close(self) -> None:
+        """Stop pulling: the thread returns at its next element (or the job's end)."""
+        self.stop.set()
+
+    def elements(self, *, timeout_s: float, where: str) -> Iterator:
+        """The job's elements; raises :class:`ServiceTimeoutError` when one takes over ``timeout_s``."""
+        try:
+            while True:
+                try:
+                    item = self.box.get(timeout=timeout_s)
+                except queue.Empty:
+                    raise ServiceTimeoutError(
+                        f"tf.data service at {where} gave no element for {timeout_s:g} s "
+                        "(pipeline.service_timeout_s): are its workers up? Start them with `make data-service`, "
+                        "or raise pipeline.service_timeout_s when the first element is slow"
+                    ) from None
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.close()

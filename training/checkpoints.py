@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,50 +84,75 @@ class InputState:
     """The input part of a checkpoint: the position (epoch, consumed, seed) and what it counts.
 
     Two small variables (three int64 and a short JSON string) replace TensorFlow's iterator
-    state, whose size grows with the shuffle and prefetch buffers.
+    state, whose size grows with the shuffle and prefetch buffers. With the tf.data service
+    (``ledger=True``) a third holds which examples of the epoch were consumed
+    (:class:`ingest.ledger.Ledger`: a compressed bitmap, at most N/8 bytes per open epoch).
     """
 
-    def __init__(self, order: Order, dataset: str) -> None:
+    def __init__(self, order: Order, dataset: str, *, ledger: bool = False) -> None:
         self.order, self.dataset = order, dataset
-        self._identity = json.dumps({"dataset": dataset, **order.identity()}, sort_keys=True)
+        ident = {"dataset": dataset, **order.identity()} | ({"input": "tf.data service ledger"} if ledger else {})
+        self._identity = json.dumps(ident, sort_keys=True)
         self.position = tf.Variable([0, 0, order.seed], dtype=tf.int64, trainable=False, name="input_position")
         self.identity = tf.Variable(self._identity, dtype=tf.string, trainable=False, name="input_identity")
+        self.ledger = tf.Variable(b"", dtype=tf.string, trainable=False, name="input_ledger") if ledger else None
 
     def trackables(self) -> dict[str, tf.Variable]:
-        return {"input_position": self.position, "input_identity": self.identity}
+        out = {"input_position": self.position, "input_identity": self.identity}
+        return out | ({"input_ledger": self.ledger} if self.ledger is not None else {})
 
-    def set(self, examples: int) -> None:
-        """Host: record that ``examples`` examples were taken since the start (all workers, all epochs)."""
+    def set(self, examples: int, ledger: bytes = b"") -> None:
+        """Host: record that ``examples`` examples were taken since the start (all workers, all epochs),
+        and with the service which ones this epoch (``ledger``, ``Built.ledger()``)."""
         p = Position.at(examples, self.order.num_examples, self.order.seed)
         self.position.assign([p.epoch, p.consumed, p.seed])
+        if self.ledger is not None:
+            self.ledger.assign(ledger)
+
+    def check_saved(self, path: str) -> None:
+        """Host, before a restore: refuse checkpoint ``path`` when its input belongs to other data, another
+        order, or was read with(out) the tf.data service (whose ledger the other kind lacks), naming what differs."""
+        reader = tf.train.load_checkpoint(path)
+        key = "input_identity/.ATTRIBUTES/VARIABLE_VALUE"
+        if reader.has_tensor(key):
+            self._compare(reader.get_tensor(key).decode())
 
     def restored(self) -> Position:
         """Host, after a restore: the saved position, checked against this run's data and order."""
-        saved = json.loads(self.identity.numpy().decode())
+        self._compare(self.identity.numpy().decode())
+        epoch, consumed, seed = (int(v) for v in self.position.numpy())
+        return Position(epoch, consumed, seed, ledger=self.ledger.numpy() if self.ledger is not None else b"")
+
+    def _compare(self, identity: str) -> None:
+        saved = json.loads(identity)
         mine = json.loads(self._identity)
         differs = [
-            f"{k}: checkpoint {saved.get(k)!r}, this run {mine.get(k)!r}" for k in mine if saved.get(k) != mine[k]
+            f"{k}: checkpoint {saved.get(k)!r}, this run {mine.get(k)!r}"
+            for k in sorted(set(mine) | set(saved))
+            if saved.get(k) != mine.get(k)
         ]
         if differs:
             raise StokerError(
                 "the checkpoint's input position belongs to other data or another order ("
                 + "; ".join(differs)
-                + "): resume with the same dataset, split size, data.seed and pipeline.shuffle, "
-                "or start a new RUN="
+                + "): resume with the same dataset, split size, data.seed, pipeline.shuffle and DATA_SERVICE= "
+                "(set or not), or start a new RUN="
             )
-        epoch, consumed, seed = (int(v) for v in self.position.numpy())
-        return Position(epoch, consumed, seed)
 
     def nbytes(self) -> int:
-        """Bytes of input state in a checkpoint (the two variables' values)."""
-        return 3 * 8 + len(self._identity.encode())
+        """Bytes of input state in a checkpoint (the variables' values)."""
+        ledger = len(self.ledger.numpy()) if self.ledger is not None else 0
+        return 3 * 8 + len(self._identity.encode()) + ledger
 
 
-def restore_shared(ckpt: tf.train.Checkpoint, chief: Path, backend: Backend) -> int | None:
+def restore_shared(
+    ckpt: tf.train.Checkpoint, chief: Path, backend: Backend, check: Callable[[str], None] | None = None
+) -> int | None:
     """Host, every worker: restore the chief's newest checkpoint (a collective when there are several).
 
     With the input saved as a position, every checkpoint of the chief holds all a worker needs,
     whatever the worker count of the run that wrote it; workers' own folders are not read.
+    ``check(path)`` runs first (:meth:`InputState.check_saved`).
     """
     state = tf.train.get_checkpoint_state(str(chief))
     paths = list(state.all_model_checkpoint_paths) if state else []
@@ -139,6 +165,8 @@ def restore_shared(ckpt: tf.train.Checkpoint, chief: Path, backend: Backend) -> 
     if newest < 0:
         return None
     path = str(chief / f"ckpt-{newest}")
+    if check is not None:
+        check(path)
     ckpt.restore(path).assert_existing_objects_matched()
     log.info("resumed from %s at step %d", path, int(ckpt.step))
     return newest

@@ -56,7 +56,9 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     objects: dict[str, Any] = {"model": run.model, "optimizer": run.optimizer, "step": step}
     order, why = assembly.training_order(config, dataset)
-    state = checkpoints.InputState(order, dataset.name) if order is not None else None
+    # With DATA_SERVICE= an input position also says which examples of the epoch were consumed.
+    ledger = bool(config.pipeline.data_service)
+    state = checkpoints.InputState(order, dataset.name, ledger=ledger) if order is not None else None
     if state is None:
         if backend.elastic:
             raise StokerError(f"ELASTIC=1 needs an input addressed by position, and this run's is not ({why})")
@@ -73,7 +75,7 @@ def _run(config: RunConfig, backend: Backend) -> dict[str, Any]:
     if state is None:
         checkpoints.restore(ckpt, manager, backend, t.keep_checkpoints)
     else:
-        restored = checkpoints.restore_shared(ckpt, checkpoints.chief_dir(config), backend)
+        restored = checkpoints.restore_shared(ckpt, checkpoints.chief_dir(config), backend, state.check_saved)
         position = state.restored() if restored is not None else pipeline.Position(seed=config.data.seed)
         examples = position.examples(order.num_examples)
         built = assembly.train_pipeline(config, dataset, backend, position, order)
@@ -147,7 +149,7 @@ class _Loop:
         """Host, every worker: checkpoint model, optimizer, step and the input position (timed)."""
         laps = timing.Laps()
         if self.input_state is not None:
-            self.input_state.set(self.examples)
+            self.input_state.set(self.examples, self.built.ledger() if self.built.ledger else b"")
         if self.manager is None:  # an elastic rank other than 0: the chief's checkpoint holds all
             return
         self.manager.save(checkpoint_number=s)

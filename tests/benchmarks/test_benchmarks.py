@@ -232,7 +232,9 @@ def _bump(r: dict, *keys) -> None:
         ("backends", ("vs_one_device", "mirrored", "max_weight_diff"), "backend-differences"),
         ("profile", ("naive", "report", "diagnosis", "input_fraction"), "profile-example"),
         ("profile", ("naive", "report", "measurements", "compute_s"), "profile-naive-report"),
-        ("service", ("restart", "runs", 0, "lost_files"), "service-restart"),
+        ("service", ("restart", "runs", 0, "lost_examples"), "service-restart"),
+        ("service", ("restart", "runs_at_most_once", 0, "lost_files"), "service-restart"),
+        ("service", ("compare", "runs", 0, "exactly_once_examples_per_s"), "service-ratio"),
         ("service", ("compare", "runs", 0, "local_examples_per_s"), "service-ratio"),
     ],
 )

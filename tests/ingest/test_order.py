@@ -176,6 +176,16 @@ def test_a_checkpoint_of_other_data_or_another_order_is_named(tmp_path):
         StokerError, match=r"num_examples: checkpoint 200, this run 190.*seed: checkpoint 1, this run 2"
     ):
         other.restored()
+    # A run through the tf.data service keeps a ledger too: it refuses a checkpoint without one
+    # before restoring (TensorFlow would only say an object went unmatched), and the other way round.
+    service = InputState(saved.order, "shapes", ledger=True)
+    with pytest.raises(StokerError, match=r"input: checkpoint None, this run 'tf.data service ledger'"):
+        service.check_saved(path)
+    service.set(250, b"ledger")
+    with_ledger = tf.train.Checkpoint(**service.trackables()).save(str(tmp_path / "svc"))
+    with pytest.raises(StokerError, match=r"input: checkpoint 'tf.data service ledger', this run None"):
+        InputState(saved.order, "shapes").check_saved(with_ledger)
+    InputState(saved.order, "shapes", ledger=True).check_saved(with_ledger)
 
 
 def test_every_window_mixes_shards_written_by_class(shapes):
