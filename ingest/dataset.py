@@ -318,11 +318,14 @@ class Dataset:
         """Per-example work done for training and evaluation after augmentation (e.g. normalize)."""
         return example
 
+    def preprocesses_batches(self) -> bool:
+        """True when :meth:`preprocess` may run on whole batches (:attr:`batch_preprocess`, or none of its own)."""
+        return self.batch_preprocess or type(self).preprocess is Dataset.preprocess
+
     def batch_wise(self) -> bool:
-        """True when a training batch can be made with no per-example step (nothing to augment, and
-        :attr:`batch_preprocess` or no preprocess of its own)."""
-        own = type(self).preprocess is not Dataset.preprocess
-        return not self.has_augment and (self.batch_preprocess or not own)
+        """True when a training batch can be made with no per-example step: nothing to augment, and
+        :meth:`preprocesses_batches`."""
+        return not self.has_augment and self.preprocesses_batches()
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:

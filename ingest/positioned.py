@@ -14,10 +14,11 @@ and a run resumes on any number of workers. Three readers give the same sequence
   the records of one group of files before the window.
 
 After the reader come the same stages as the stage list: augment (keyed by the global position,
-so every topology draws the same randomness), preprocess, batch and options. A dataset with nothing
-to augment whose preprocess works on batches (``Dataset.batch_wise``) skips the per-example step
-altogether: the decoded and encoded readers' blocks are cut into batches (``rebatch``) and each
-batch is preprocessed once; the batches are the same.
+so every topology draws the same randomness), preprocess, batch and options. With
+``pipeline.vectorize``, a dataset whose preprocess works on batches preprocesses after ``batch``,
+once per batch; one with nothing to augment as well (``Dataset.batch_wise``) skips the per-example
+step altogether: the decoded and encoded readers' blocks are cut into batches (``rebatch``) and
+each batch is preprocessed once. The batches are the same either way.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
     )
     files = order.files
     kind = reader_kind(dataset, request.split, files, options, order)
-    batch_wise = dataset.batch_wise()
+    batch_wise = bool(options.vectorize) and dataset.batch_wise()
     if files and options.verify_framing and dataset.format == "tfrecord":
         integrity.verify_framing(dataset, list(files))  # a crafted length crashes TensorFlow's reader
     if kind == "stream":
@@ -204,8 +205,12 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
         ds = stages.augment_keyed(ds, dataset.augment, options=ordered, seed=request.seed)
     else:
         ds = ds.map(lambda g, ex: ex)
-    ds = stages.per_example(ds, dataset.preprocess, options=ordered)
-    ds = stages.batch(ds, size=request.batch_size, drop_remainder=True)
+    if options.vectorize and dataset.preprocesses_batches():  # augmented per example, preprocessed per batch
+        ds = stages.batch(ds, size=request.batch_size, drop_remainder=True)
+        ds = stages.per_example(ds, dataset.preprocess, options=ordered)
+    else:
+        ds = stages.per_example(ds, dataset.preprocess, options=ordered)
+        ds = stages.batch(ds, size=request.batch_size, drop_remainder=True)
     return _built(ds, files, request, kind, ordered)
 
 

@@ -2,8 +2,9 @@
 
 Order (fixed, written here only): list files, shard (files when files >= input pipelines, else
 examples with a warning), interleave, then :data:`STAGES`: parse (batched), cache, shuffle,
-repeat, augment, preprocess, batch, options; a dataset with nothing to augment whose preprocess
-works on batches (``Dataset.batch_wise``) preprocesses after ``batch`` instead, once per batch.
+repeat, augment, preprocess, batch, options; with ``pipeline.vectorize``, a dataset whose
+preprocess works on batches (``Dataset.preprocesses_batches``) preprocesses after ``batch``
+instead, once per batch.
 :func:`build` runs the whole list; the profiler (``profiles.scenarios``) cuts the same list after
 each stage. The facade (``ingest.pipeline``)
 validates the request and adds the service and prefetch around what this returns. Runs on the
@@ -45,8 +46,9 @@ class Plan:
 
     @property
     def batch_wise(self) -> bool:
-        """Preprocess whole batches, after ``batch`` (``Dataset.batch_wise``: nothing per example)."""
-        return self.dataset.batch_wise()
+        """Preprocess whole batches, after ``batch`` (``pipeline.vectorize`` and a dataset whose
+        preprocess works on batches: ``Dataset.preprocesses_batches``)."""
+        return bool(self.options.vectorize) and self.dataset.preprocesses_batches()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ import tensorflow as tf
 from ingest import datasets, pipeline
 from ingest.built import Position
 from ingest.datasets.clicks import Clicks
+from ingest.datasets.shapes import Shapes
 from ingest.datasets.synthetic import Synthetic
 from ingest.options import DataOptions, PipelineOptions
 
@@ -60,8 +61,22 @@ def test_batch_wise_batches_equal_the_per_example_path(name, options, clicks_dir
     assert got[0]["image" if name == "synthetic" else "features"].dtype == np.float32
 
 
-def test_a_dataset_that_augments_is_never_batch_wise(shapes_dir):
-    shapes = datasets.get(DataOptions(name="shapes", data_dir=shapes_dir, image_size=32))
-    assert shapes.batch_preprocess and not shapes.batch_wise()
-    built, _ = batches(shapes, PipelineOptions(), 1, 0, Position(seed=3), 1)
-    assert not built.batch_wise
+class PerExampleShapes(Shapes):
+    batch_preprocess = False
+
+
+def test_an_augmented_dataset_is_preprocessed_per_batch_after_its_augment(shapes_dir):
+    opts = DataOptions(name="shapes", data_dir=shapes_dir, image_size=32)
+    shapes = datasets.get(opts)
+    assert shapes.preprocesses_batches() and not shapes.batch_wise()
+    built, got = batches(shapes, PipelineOptions(), 2, 1, Position(1, 72, 3), 8)
+    _, want = batches(PerExampleShapes(opts), PipelineOptions(), 2, 1, Position(1, 72, 3), 8)
+    assert not built.batch_wise and equal(got, want)
+
+
+def test_naive_keeps_the_per_example_step():
+    # pipeline.vectorize=false (naive) is the baseline the optimization is measured against
+    ds = datasets.get(DataOptions(name="synthetic", image_size=16, train_examples=1000))
+    built, got = batches(ds, PipelineOptions(preset="naive", cache=True), 1, 0, Position(seed=3), 3)
+    fast, want = batches(ds, PipelineOptions(preset="naive", cache=True, vectorize=True), 1, 0, Position(seed=3), 3)
+    assert not built.batch_wise and fast.batch_wise and equal(got, want)
