@@ -174,10 +174,11 @@ def test_a_looped_run_is_profiled_as_it_trains_in_loops(tmp_path):
     assert body["config"]["train"]["steps_per_loop"] == 4
 
 
-def test_a_tiny_model_is_advised_steps_per_loop_and_waits_less_with_it(tmp_path):
+def test_a_tiny_model_is_advised_steps_per_loop_and_looped_is_never_advised_it_again(tmp_path):
     # The digits case: a few ms per step on 16 px images, the pipeline far faster than the model;
-    # what a step waits is taking its batch and splitting it over the replicas from Python. The
-    # figures (at least 5% without, at most 1% with) are benchmarks/results/profile.json's targets.
+    # what a step waits is taking its batch and splitting it over the replicas from Python. How much
+    # it waits depends on the machine's load (the figures, at least 5% without and at most 1% with,
+    # are benchmarks/results/profile.json's targets); the classes and the advice may not.
     tiny = ["DATASET=synthetic", "MODEL=shapes_cnn", "BATCH=64"]
     sets = "profile.trace_steps=0 profile.steps=40 profile.reps=4 data.image_size=16"
     one = harness.profile(config(tmp_path, [*tiny, "RUN=one"], sets)).diagnosis
@@ -187,5 +188,7 @@ def test_a_tiny_model_is_advised_steps_per_loop_and_waits_less_with_it(tmp_path)
     if one.verdict != "not":  # at least 5% waiting: a fixed cost per step, and its cure
         assert one.cause == "per-step overhead", one.summary
         assert one.advice[0].setting == "STEPS_PER_LOOP=20", one.advice
-    assert looped.input_fraction < one.input_fraction, (looped.summary, one.summary)
+    # Looped, a step takes its batch inside the compiled call: what it may still lose beside the
+    # pipeline is the host's CPU, never a cost that more steps per loop would remove.
+    assert looped.cause in ("", "host-CPU contention"), looped.summary
     assert not any(a.setting.startswith("STEPS_PER_LOOP") for a in looped.advice), looped.advice
