@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 
 import psutil
@@ -21,16 +20,7 @@ TOTAL = 3 * 512 // 16
 
 
 def _start(runs_dir, strategy="multi_worker"):
-    cmd = runs.command(runs_dir, "mw", [*ITEMS, f"STRATEGY={strategy}"], SETS)
-    return subprocess.Popen(
-        cmd,
-        env=runs.env(),
-        cwd=runs.REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return runs.start(runs_dir, "mw", [*ITEMS, f"STRATEGY={strategy}"], SETS)
 
 
 def _wait_for_steps(runs_dir, proc, steps):

@@ -38,6 +38,19 @@ def train(runs_dir: Path, run: str, items: list[str], sets: list[str], *, timeou
     return train_all(runs_dir, {run: items}, sets, timeout=timeout)[run]
 
 
+def start(runs_dir: Path, run: str, items: list[str], sets: list[str]) -> subprocess.Popen:
+    """``python -m training`` as :func:`command` says, in its own session, output piped as text."""
+    return subprocess.Popen(
+        command(runs_dir, run, items, sets),
+        env=env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def train_all(
     runs_dir: Path,
     items: dict[str, list[str]],
@@ -51,18 +64,7 @@ def train_all(
     ``extra_sets`` adds ``--set`` items to some runs (later ones win).
     """
     extra = extra_sets or {}
-    procs = {
-        run: subprocess.Popen(
-            command(runs_dir, run, i, sets + extra.get(run, [])),
-            env=env(),
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for run, i in items.items()
-    }
+    procs = {run: start(runs_dir, run, i, sets + extra.get(run, [])) for run, i in items.items()}
     deadline = time.monotonic() + timeout
     failed = []
     try:

@@ -81,16 +81,7 @@ def wait_until(check, proc: subprocess.Popen, timeout: float, what: str) -> None
 @pytest.mark.parametrize("victim", [1, 0])
 def test_rank_killed_and_slot_added_mid_epoch_loses_and_repeats_nothing(tmp_path, victim):
     run_dir, start = tmp_path / "hvd", time.monotonic()
-    cmd = runs.command(tmp_path, "hvd", ITEMS, SETS)
-    proc = subprocess.Popen(
-        cmd,
-        env=runs.env(),
-        cwd=runs.REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = runs.start(tmp_path, "hvd", ITEMS, SETS)
     try:
         wait_until(lambda: len(committed(run_dir / "ids")) >= 6, proc, 60, "6 steps were committed")
         pid = ranks(tmp_path)[victim].pid
@@ -142,15 +133,7 @@ def test_sigterm_to_an_elastic_launch_then_resume_on_three_ranks_is_exact(tmp_pa
     items = [i if not i.startswith("EPOCHS=") else "EPOCHS=6" for i in ITEMS]
     sets = [*SETS, "strategy.commit_every=7"]  # a SIGTERM mostly lands between two commits
     run_dir = tmp_path / "hvd"
-    proc = subprocess.Popen(
-        runs.command(tmp_path, "hvd", items, sets),
-        env=runs.env(),
-        cwd=runs.REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = runs.start(tmp_path, "hvd", items, sets)
     try:
         wait_until(lambda: len(committed(run_dir / "ids")) >= 7, proc, 60, "7 steps were committed")
         proc.send_signal(signal.SIGTERM)  # the launcher relays it to the ranks
