@@ -54,9 +54,8 @@ class Diagnosis:
     bottleneck: str | None  # the costliest stage paid every epoch (None without prefix timings)
     stage_costs: tuple[StageCost, ...]
     advice: tuple[Advice, ...]
-    cause: str = (
-        ""  # what the wait comes from: "stage", "per-step overhead", "host-CPU contention" ('' when not input-bound)
-    )
+    cause: str = ""  # what the step loses to: "stage", "per-step overhead", "host-CPU contention" ('' when nothing)
+    host_fraction: float = 0.0  # of the end-to-end step, outside a compiled loop's step (wait + Python per step)
     startup_s: float = 0.0  # building the pipeline plus its first batch
     startup_fraction: float = 0.0  # of the run's estimated wall time (0 when the run's length is unknown)
 
@@ -72,7 +71,10 @@ class Diagnosis:
             f"{self.speedup_if_input_free:.2f}x faster if input were free"
         )
         if self.cause == "per-step overhead":
-            line += "; cause: a fixed cost per step (the pipeline alone is far faster than the model)"
+            line += (
+                f"; cause: a fixed cost per step ({100 * self.host_fraction:.0f}% of it outside the compiled step; "
+                "the pipeline alone is far faster than the model)"
+            )
         elif self.cause == "host-CPU contention":
             line += "; cause: the pipeline's threads share the host's CPU with the compiled loop"
         elif self.bottleneck:
@@ -132,9 +134,13 @@ def diagnose(m: Measurements) -> Diagnosis:
     # With train.steps_per_loop the batches are taken inside the compiled loop: no Python cost per
     # step is left to wait for, so what a looped step loses beside a fast pipeline is the host's CPU.
     looped = m.setup.steps_per_loop > 1
-    overhead = v != "not" and fast and not looped
+    host = m.host_step_s / m.step_s
+    # A single step's fixed cost is its wait plus its dispatch from Python, which its compute-only
+    # time includes: with a compiled loop timed beside it, that whole share is what loops remove.
+    paid = host >= MODERATE if m.loop_step_s else v != "not"
+    overhead = fast and not looped and paid
     contention = v != "not" and fast and looped
-    cause = "" if v == "not" else "per-step overhead" if overhead else "host-CPU contention" if contention else "stage"
+    cause = "per-step overhead" if overhead else "host-CPU contention" if contention else "" if v == "not" else "stage"
     if overhead:
         advice = _for_overhead(m)
     elif contention:
@@ -156,6 +162,7 @@ def diagnose(m: Measurements) -> Diagnosis:
         stage_costs=costs,
         advice=tuple(advice),
         cause=cause,
+        host_fraction=host,
         startup_s=startup_s,
         startup_fraction=startup_fraction,
     )
@@ -219,15 +226,24 @@ def _for_contention(m: Measurements) -> list[Advice]:
 def _for_overhead(m: Measurements) -> list[Advice]:
     """``STEPS_PER_LOOP``: the fixed wait paid once per loop; the gain the measurements predict."""
     loop = LOOP  # only proposed to runs of one step per call (see diagnose)
-    predicted = m.step_s / (m.compute_s + m.wait_s / loop)
+    if m.loop_step_s:  # measured: loops of this many steps over a cached batch
+        predicted = m.step_s / m.loop_step_s
+        cost = (
+            f"each step costs {m.host_step_s * 1e3:.2f} ms beyond a step of a compiled loop of {m.loop_steps} "
+            f"({m.wait_s * 1e3:.2f} ms of it waiting for the batch, the rest dispatching the step from Python)"
+        )
+        gain = f"such loops over a cached batch took {m.loop_step_s * 1e3:.2f} ms a step, not {m.step_s * 1e3:.2f}"
+    else:
+        predicted = m.step_s / (m.compute_s + m.wait_s / loop)
+        cost = f"each step waits {m.wait_s * 1e3:.2f} ms (taking the batch and handing it to the replicas from Python)"
+        gain = f"paid once per {loop} steps"
     return [
         Advice(
             f"STEPS_PER_LOOP={loop}",
             f"the pipeline alone gives {m.input_examples_per_s:,.0f} examples/s, "
-            f"{m.input_examples_per_s / m.compute_examples_per_s:.0f}x what the model consumes, yet each step "
-            f"waits {m.wait_s * 1e3:.2f} ms: a fixed cost per step (taking the batch and handing it to the "
-            f"replicas from Python) that no stage setting removes; {loop} steps per compiled call pay it once "
-            f"per {loop} steps: about {predicted:.2f}x the examples/s (train.steps_per_loop)",
+            f"{m.input_examples_per_s / m.compute_examples_per_s:.0f}x what the model consumes, yet {cost}: "
+            f"a fixed cost per step that no stage setting removes; {loop} steps per compiled call: {gain}, "
+            f"about {predicted:.2f}x the examples/s (train.steps_per_loop)",
         )
     ]
 

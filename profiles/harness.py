@@ -21,7 +21,7 @@ from ingest.built import Built
 from ingest.dataset import Dataset
 from ingest.runconfig import RunConfig
 from profiles import report, scenarios, trace
-from profiles.diagnose import Diagnosis, diagnose
+from profiles.diagnose import LOOP, Diagnosis, diagnose
 from profiles.measurements import Measurements, Setup, StageRate
 from stoker.errors import StokerError
 from strategies import make_backend
@@ -78,14 +78,15 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
         plan.reps * plan.per_rep,
     )
     loop_steps = config.train.steps_per_loop
+
+    def loop(it: Any, n: int) -> Any:
+        return trainer.train_loop(it, n, fk, lk)
+
     if loop_steps > 1:  # as make train runs it: the batches are taken inside each compiled loop
-
-        def loop(it: Any, n: int) -> Any:
-            return trainer.train_loop(it, n, fk, lk)
-
         times = scenarios.compute_and_end_to_end_looped(loop, iterator, plan, loop_steps)
-    else:
-        times = scenarios.compute_and_end_to_end(step, iterator, plan)
+    else:  # and compute-only in loops of LOOP steps too: what each step costs the host in Python
+        times = scenarios.compute_and_end_to_end(step, iterator, plan, loop, LOOP)
+        loop_steps = LOOP
     out_dir = config.run_dir / "profile"
     tb = _trace(step, iterator, p.trace_steps, out_dir)
     rates = _prefix_rates(config, dataset, built, plan)
@@ -95,6 +96,8 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
         input_first_batch_s=inp.first_s,
         input_build_s=built.build_s,
         compute_step_s=times.compute_only_s,
+        loop_step_s=times.loop_step_s,
+        loop_steps=loop_steps,
         wait_s=scenarios.windowed_mean(times.waits, p.reps),
         compute_s=scenarios.windowed_mean(times.computes, p.reps),
         step_waits=times.waits,

@@ -79,6 +79,8 @@ class Measurements:
     compute_step_s: float  # compute-only: one cached batch repeated through the train step
     wait_s: float  # end-to-end: wait for the next batch per step (median over windows of the window mean)
     compute_s: float  # end-to-end: train step after the batch arrived (median over windows of the window mean)
+    loop_step_s: float = 0.0  # compute-only in compiled loops of ``loop_steps`` steps (0: not measured)
+    loop_steps: int = 0  # steps per compiled call of ``loop_step_s``
     step_waits: tuple[float, ...] = ()  # end-to-end, per timed step
     step_computes: tuple[float, ...] = ()
     stages: tuple[StageRate, ...] = ()  # prefixes in pipeline order
@@ -89,6 +91,11 @@ class Measurements:
                 raise ValueError(f"measurements.{key}={getattr(self, key)} must be > 0")
         if self.wait_s < 0 or self.compute_s <= 0:
             raise ValueError(f"measurements: wait_s={self.wait_s} must be >= 0 and compute_s={self.compute_s} > 0")
+        if self.loop_step_s < 0 or (self.loop_step_s > 0) != (self.loop_steps > 0):
+            raise ValueError(
+                f"measurements: loop_step_s={self.loop_step_s} and loop_steps={self.loop_steps} "
+                "go together (both 0: not measured)"
+            )
         if len(self.step_waits) != len(self.step_computes):
             raise ValueError("measurements.step_waits and step_computes must have one value per step each")
 
@@ -101,6 +108,13 @@ class Measurements:
     def compute_examples_per_s(self) -> float:
         """Examples per second the train step alone consumes (compute-only)."""
         return self.setup.batch_size / self.compute_step_s
+
+    @property
+    def host_step_s(self) -> float:
+        """Seconds of each end-to-end step outside a compiled loop's step over a cached batch: the wait
+        for input plus the host's work to take a batch and dispatch one step from Python (what
+        ``train.steps_per_loop`` pays once per loop); 0 when no loop was timed."""
+        return max(0.0, self.step_s - self.loop_step_s) if self.loop_step_s else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -87,8 +87,9 @@ def markdown(
         f"the step would be {d.speedup_if_input_free:.2f}x faster if input were free"
         + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else ".")
         + (
-            " The wait is a **fixed cost per step**: every prefix of the pipeline runs far faster than the "
-            "model consumes, so no stage setting removes it."
+            f" Each step pays a **fixed cost per step**: {100 * d.host_fraction:.0f}% of it is spent outside the "
+            "compiled step (waiting for the batch, dispatching the step from Python), and every prefix of the "
+            "pipeline runs far faster than the model consumes, so no stage setting removes it."
             if d.cause == "per-step overhead"
             else " The loops of steps run slower over the pipeline than over a cached batch although every "
             "prefix of it runs far faster than the model consumes: **host-CPU contention** (the pipeline's "
@@ -118,6 +119,14 @@ def markdown(
         + f"{m.input_first_batch_s:.2f} s{' later' if m.input_build_s else ''} |",
         f"| compute-only (one cached batch) | {ms(m.compute_step_s)} per step = "
         f"{m.compute_examples_per_s:,.0f} examples/s |",
+        *(
+            [
+                f"| compute-only, compiled loops of {m.loop_steps} steps | {ms(m.loop_step_s)} per step; "
+                f"{ms(m.host_step_s)} of each end-to-end step is spent outside it |"
+            ]
+            if m.loop_step_s and m.setup.steps_per_loop == 1
+            else []
+        ),
         f"| end-to-end (real steps) | {ms(m.step_s)} per step = input wait {ms(m.wait_s)} + compute "
         f"{ms(m.compute_s)} ({len(m.step_waits)} steps) |",
     ]
@@ -173,6 +182,8 @@ def chart(m: Measurements, d: Diagnosis, path: Path) -> None:
     right.bar(steps, [1e3 * c for c in m.step_computes], color="tab:blue", label="compute")
     right.bar(steps, waits, bottom=[1e3 * c for c in m.step_computes], color="tab:red", label="input wait")
     right.axhline(1e3 * m.compute_step_s, color="black", linestyle="--", label="compute-only step")
+    if m.loop_step_s and m.setup.steps_per_loop == 1:
+        right.axhline(1e3 * m.loop_step_s, color="tab:purple", linestyle=":", label=f"in loops of {m.loop_steps}")
     right.set_xlabel("end-to-end step")
     right.set_ylabel("ms")
     right.set_title(f"{d.verdict_text}: {100 * d.input_fraction:.1f}% input wait")

@@ -73,27 +73,50 @@ class StepTimings:
     compute_only_s: float  # median over windows of the mean step time on one cached batch
     waits: tuple[float, ...]  # end-to-end, per step: seconds waiting for the next batch
     computes: tuple[float, ...]  # end-to-end, per step: seconds of the train step
+    loop_step_s: float = 0.0  # median over windows: a step of a compiled loop over the cached batch (0: not timed)
 
 
-def compute_and_end_to_end(step: StepFn, iterator: Iterator[Batch], plan: Plan) -> StepTimings:
+def compute_and_end_to_end(
+    step: StepFn, iterator: Iterator[Batch], plan: Plan, loop: LoopFn | None = None, n: int = 0
+) -> StepTimings:
     """End-to-end steps, then compute-only windows (one cached batch repeated).
 
     Compute-only comes second: the first tens of steps after compiling run slower while
     TensorFlow's thread pools and allocators settle (measured here: up to twice as slow), and
     the end-to-end run is the warm-up that absorbs it. The end-to-end steps stay contiguous:
     after a pause, the prefetch buffer would be full and the first steps would wait for nothing.
+
+    With ``loop``, compute-only is also timed as compiled loops of ``n`` steps over the cached
+    batch, in turns with the single steps: the difference is what each step costs the host in
+    Python (taking the batch, dispatching the step), which single-step compute-only counts as
+    compute and a loop of steps pays once per call.
     """
     cached = next(iterator)
     for _ in range(max(1, plan.warmup_steps)):  # the first step compiles
         step(cached)
+    repeated = iter(tf.data.Dataset.from_tensors(cached).repeat()) if loop else None
+    calls = max(1, math.ceil(plan.per_rep / n)) if loop else 0
+    if loop:
+        loop(repeated, n)  # compiles
     waits, computes = end_to_end(step, iterator, plan)
-    windows = [_window_of_steps(step, cached, plan.per_rep) for _ in range(plan.reps)]
+    windows, looped = [], []
+    for _ in range(plan.reps):
+        windows.append(_window_of_steps(step, cached, plan.per_rep))
+        if loop:
+            laps = timing.Laps()
+            for _ in range(calls):
+                loop(repeated, n)
+            looped.append(laps.lap() / (calls * n))
     log.info(
-        "compute-only windows (ms per step): %s; end-to-end compute median %.1f ms",
+        "compute-only windows (ms per step): %s; end-to-end compute median %.1f ms%s",
         " ".join(f"{1e3 * w:.1f}" for w in windows),
         1e3 * statistics.median(computes),
+        f"; loops of {n} steps over the same batch (ms per step): " + " ".join(f"{1e3 * w:.2f}" for w in looped)
+        if looped
+        else "",
     )
-    return StepTimings(statistics.median(windows), tuple(waits), tuple(computes))
+    loop_s = statistics.median(looped) if looped else 0.0
+    return StepTimings(statistics.median(windows), tuple(waits), tuple(computes), loop_s)
 
 
 def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan: Plan, n: int) -> StepTimings:
@@ -129,7 +152,7 @@ def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan:
     )
     waits = tuple(max(0.0, t - compute) for t in ends for _ in range(per_window * n))
     computes = tuple(min(t, compute) for t in ends for _ in range(per_window * n))
-    return StepTimings(compute, waits, computes)
+    return StepTimings(compute, waits, computes, compute)
 
 
 def windowed_mean(values: tuple[float, ...] | list[float], reps: int) -> float:
