@@ -38,26 +38,39 @@ def _checkpoint_steps(run_dir) -> list[int]:
     return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
 
 
-def _compare(tmp_path, backend: list[str]) -> None:
-    metrics = runs.train_all(
-        tmp_path,
-        {"one": ITEMS + backend, "loop": ITEMS + backend},
-        SETS,
-        timeout=600,
-        extra_sets={"loop": ["train.steps_per_loop=5"]},
-    )
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """backend -> (runs dir, metrics): the runs "one" (one step per call) and "loop" (5), trained at
+    the same time, once per module (the killed-run test reads one_device's "one" as its reference)."""
+    done: dict[str, tuple] = {}
+
+    def get(backend: str):
+        if backend not in done:
+            root = tmp_path_factory.mktemp(f"loops-{backend}")
+            items = ITEMS + {**BACKENDS, **SLOW_BACKENDS}[backend]
+            metrics = runs.train_all(
+                root, {"one": items, "loop": items}, SETS, timeout=600, extra_sets={"loop": ["train.steps_per_loop=5"]}
+            )
+            done[backend] = root, metrics
+        return done[backend]
+
+    return get
+
+
+def _compare(trained, backend: str) -> None:
+    root, metrics = trained(backend)
     one, loop = metrics["one"], metrics["loop"]
     total = 2 * EXAMPLES // BATCH
     assert one["steps"] == loop["steps"] == total and loop["steps_per_loop"] == 5
     np.testing.assert_allclose(one["loss_per_step"], loop["loss_per_step"], rtol=1e-6, atol=0)
-    if backend == BACKENDS["one_device"]:
+    if backend == "one_device":
         assert one["loss_per_step"] == loop["loss_per_step"]
-    ids_one = runs.id_lines(tmp_path / "one" / "ids" / "worker_0.txt")
-    ids_loop = runs.id_lines(tmp_path / "loop" / "ids" / "worker_0.txt")
+    ids_one = runs.id_lines(root / "one" / "ids" / "worker_0.txt")
+    ids_loop = runs.id_lines(root / "loop" / "ids" / "worker_0.txt")
     assert ids_one == ids_loop and [s for s, _ in ids_loop] == list(range(1, total + 1))
-    assert _checkpoint_steps(tmp_path / "one") == _checkpoint_steps(tmp_path / "loop")
-    assert 7 in _checkpoint_steps(tmp_path / "loop"), "a checkpoint step inside a loop of 5 is kept"
-    w1, w2 = runs.model_weights(tmp_path / "one"), runs.model_weights(tmp_path / "loop")
+    assert _checkpoint_steps(root / "one") == _checkpoint_steps(root / "loop")
+    assert 7 in _checkpoint_steps(root / "loop"), "a checkpoint step inside a loop of 5 is kept"
+    w1, w2 = runs.model_weights(root / "one"), runs.model_weights(root / "loop")
     assert set(w1) == set(w2)
     for k in w1:
         np.testing.assert_allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6, err_msg=k)
@@ -67,19 +80,19 @@ def _compare(tmp_path, backend: list[str]) -> None:
 
 @pytest.mark.timeout(700)
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_loops_run_the_same_steps_as_single_steps(tmp_path, backend):
-    _compare(tmp_path, BACKENDS[backend])
+def test_loops_run_the_same_steps_as_single_steps(trained, backend):
+    _compare(trained, backend)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("backend", list(SLOW_BACKENDS))
-def test_loops_run_the_same_steps_on_several_workers(tmp_path, backend):
-    _compare(tmp_path, SLOW_BACKENDS[backend])
+def test_loops_run_the_same_steps_on_several_workers(trained, backend):
+    _compare(trained, backend)
 
 
 @pytest.mark.timeout(600)
-def test_a_killed_looped_run_resumes_exactly_with_another_loop_size(tmp_path):
+def test_a_killed_looped_run_resumes_exactly_with_another_loop_size(tmp_path, trained):
     items = ITEMS + BACKENDS["one_device"]
     ids_file = tmp_path / "r" / "ids" / "worker_0.txt"
     kill_after_checkpoints(
@@ -91,8 +104,9 @@ def test_a_killed_looped_run_resumes_exactly_with_another_loop_size(tmp_path):
     metrics = runs.train(tmp_path, "r", items, SETS + ["train.steps_per_loop=3"], timeout=300)
     second = runs.id_lines(ids_file)[len(first) :]
     assert metrics["resumed_from_step"] == saved and metrics["steps"] == 2 * EXAMPLES // BATCH
-    reference = runs.train(tmp_path, "ref", items, SETS, timeout=300)
-    want = runs.id_lines(tmp_path / "ref" / "ids" / "worker_0.txt")
+    ref_dir, ref_metrics = trained("one_device")  # the uninterrupted run: these items and SETS, one step per call
+    reference = ref_metrics["one"]
+    want = runs.id_lines(ref_dir / "one" / "ids" / "worker_0.txt")
     got = [line for line in first if line[0] <= saved] + second
     assert got == want
     assert metrics["loss_per_step"] == reference["loss_per_step"][saved:]
