@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import readme as readme_blocks
@@ -36,7 +37,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results-dir", default="", help="where <suite>.json goes (default benchmarks/results)")
     p.add_argument("--readme", default="", help="README whose tables are regenerated ('none' to skip)")
     p.add_argument("--timeout", type=float, default=0, help="seconds allowed per suite (default 1500, quick 300)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--jobs", type=int, default=1, help="suites run at the same time, each in its own process (--quick only)"
+    )
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: give 1 or more")
+    if args.jobs > 1 and not args.quick:
+        # Suites side by side share the cores: their figures would measure each other. A smoke run
+        # checks code paths only, so there it just saves time.
+        p.error(f"--jobs {args.jobs} is for --quick runs only: a measured run takes its suites one at a time")
+    return args
 
 
 def config(args: argparse.Namespace) -> BenchConfig:
@@ -57,6 +68,22 @@ def destinations(args: argparse.Namespace) -> tuple[Path, Path | None]:
     return results, Path(args.readme) if args.readme else (HERE / "README.md" if official else None)
 
 
+def run_suites(suites: tuple[str, ...], cfg: BenchConfig, results_dir: Path, *, timeout_s: float, jobs: int) -> None:
+    """Each suite in its own process, ``jobs`` at a time; prints each one's tables in suite order."""
+
+    def one(suite: str) -> dict:
+        log.info("suite %s (own process)", suite)
+        return runner.run_isolated(suite, cfg, results_dir / f"{suite}.json", timeout_s=timeout_s)
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        for result in pool.map(one, suites):
+            sys.stdout.write(report.suite_markdown(result) + "\n")
+            sys.stdout.flush()
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failed suite none starts, as when run one at a time
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -72,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("preparing benchmark data under %s", cfg.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         runner.run_isolated("prepare", cfg, Path(tmp) / "prepare.json", timeout_s=timeout)
-    done = []
-    for suite in suites:
-        log.info("suite %s (own process)", suite)
-        result = runner.run_isolated(suite, cfg, results_dir / f"{suite}.json", timeout_s=timeout)
-        sys.stdout.write(report.suite_markdown(result) + "\n")
-        sys.stdout.flush()
-        done.append(result)
+    run_suites(suites, cfg, results_dir, timeout_s=timeout, jobs=args.jobs)
     if serving:
         log.info("suite serving (own process): python -m benchmarks.serving")
         cmd = [sys.executable, "-m", "benchmarks.serving", "--results-dir", str(results_dir)]

@@ -72,6 +72,16 @@ def test_config_rejects_impossible_sizes():
     assert BenchConfig.smoke().quick
 
 
+def test_suites_run_side_by_side_only_in_smoke_runs(capsys):
+    """``--jobs`` (suites at the same time) saves time in a smoke run; measured figures need one at a time."""
+    from benchmarks.__main__ import parse
+
+    assert parse(["--quick", "--jobs", "2"]).jobs == 2 and parse([]).jobs == 1
+    with pytest.raises(SystemExit):
+        parse(["--jobs", "2"])
+    assert "--jobs 2 is for --quick runs only" in capsys.readouterr().err
+
+
 def test_target_met_is_a_ratio_comparison():
     assert runner.Target("x", 1.2, 1.25).met
     assert not runner.Target("x", 1.2, 1.19).as_dict()["met"]
@@ -273,7 +283,11 @@ def test_torch_crop_params_stay_inside_the_image():
 @pytest.mark.slow
 @pytest.mark.timeout(660)
 def test_quick_run_of_every_suite(tmp_path):
-    """``make bench QUICK=1`` in small: every suite in its own process, JSON and README written."""
+    """``make bench QUICK=1`` in small: every suite in its own process, JSON and README written.
+
+    Two suites at a time (``--jobs 2``): a smoke run checks code paths, not figures, and the
+    suites' start-up (imports, graph building) is mostly one core's work.
+    """
     readme_md = tmp_path / "README.md"
     readme_md.write_text(f"# bench\n{blocks.begin('tables')}\n{blocks.end('tables')}\n")
     cmd = [
@@ -289,9 +303,13 @@ def test_quick_run_of_every_suite(tmp_path):
         str(readme_md),
         "--timeout",
         "240",
+        "--jobs",
+        "2",
     ]
     out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    printed = [out.stdout.find(f"### {suite}\n") for suite in runner.SUITES]
+    assert -1 not in printed and printed == sorted(printed), "tables missing or not in suite order"
     for suite in runner.SUITES:
         result = json.loads((tmp_path / "results" / f"{suite}.json").read_text())
         rated = [r for r in result["rows"] if "median" in r]  # rates; other rows hold sizes or quality figures
