@@ -104,7 +104,7 @@ def backends(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stoker-agree-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        trained = agree.train_backends(root, shuffled=False)
+        trained = agree.train_backends(root)
         seconds = time.perf_counter() - start
         ref_metrics, ref_dir = trained["one_device"]
         ref, init = runs.model_weights(ref_dir), agree.initial_weights(root)
@@ -120,7 +120,7 @@ def backends(args: argparse.Namespace) -> dict[str, Any]:
                 "max_weight_diff": max(float(np.max(np.abs(got[k] - ref[k]))) for k in ref),
             }
     return {
-        "command": "tests/training/test_backends_agree.py: train_backends(shuffled=False)",
+        "command": "tests/training/test_backends_agree.py: train_backends()",
         "runs": {name: agree.ITEMS + items for name, items in agree.BACKENDS.items()},
         "sets": agree.SETS,
         "seconds": round(seconds, 1),

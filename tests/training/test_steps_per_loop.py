@@ -9,6 +9,8 @@ mid-loop-sequence resumes exactly, with another loop size.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -89,6 +91,24 @@ def test_loops_run_the_same_steps_as_single_steps(trained, backend):
 @pytest.mark.parametrize("backend", list(SLOW_BACKENDS))
 def test_loops_run_the_same_steps_on_several_workers(trained, backend):
     _compare(trained, backend)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("backend", list(SLOW_BACKENDS))
+def test_two_shuffled_workers_cover_each_epoch_exactly_once(trained, backend):
+    """The one-step run on 2 workers (shuffle buffer 100, 2 epochs): every id once an epoch, and shuffled."""
+    root, _ = trained(backend)
+    per_epoch = EXAMPLES // BATCH
+    lines = [runs.id_lines(root / "one" / "ids" / f"worker_{w}.txt") for w in (0, 1)]
+    for epoch in range(2):
+        seen = Counter(i for worker in lines for s, ids in worker if (s - 1) // per_epoch == epoch for i in ids)
+        assert seen == Counter(range(EXAMPLES)), (
+            f"epoch {epoch}: missing {sorted(set(range(EXAMPLES)) - set(seen))[:10]}, "
+            f"twice {[i for i, c in seen.items() if c > 1][:10]}"
+        )
+    first = lines[0][0][1]
+    assert first != sorted(first), "the shuffle did not reorder the examples"
 
 
 @pytest.mark.timeout(600)
