@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
 
 from benchmarks import data, position, rates
 from benchmarks.config import BenchConfig
@@ -49,26 +48,16 @@ HAND: tuple[tuple[str, PipelineOptions], ...] = (
     ("misconfigured: no cache, 1-thread pool", dataclasses.replace(OPT, cache=False, private_threadpool=1)),
 )
 EPOCHS = 3  # the run auto tunes for (its share of time and whether a cache pays)
-WINDOW_S = 1.5  # seconds of optimized per timed window (see _window)
-PASSES = 4  # forward, reverse, forward, reverse: two windows each (reps=5)
 
 
 def _window(dataset, cfg: BenchConfig, configured: int) -> int:
-    """Batches per timed window: ``WINDOW_S`` seconds of ``optimized`` (timed after one epoch that
-    fills its cache), at most one epoch and at least ``configured``. Windows of half a second gave
-    A/A spreads of 9-21% here; every row then reads the same windows."""
+    """Batches per timed window: ``rates.WINDOW_S`` seconds of ``optimized``, at most one epoch and at
+    least ``configured`` (smoke runs: ``configured``)."""
     if cfg.quick:
         return configured
-    it = iter(position.build(dataset, OPT, True, cfg).dataset)
-    for _ in range(dataset.num_examples("train") // cfg.batch + 1):
-        next(it)
-    began, batches = time.perf_counter(), 0
-    while time.perf_counter() - began < 1.0:
-        next(it)
-        batches += 1
-    per_s = batches / (time.perf_counter() - began)
-    del it
-    return max(configured, min(round(WINDOW_S * per_s), dataset.num_examples("train") // cfg.batch))
+    epoch = dataset.num_examples("train")
+    entry = rates.entry(position.build(dataset, OPT, True, cfg).dataset)
+    return rates.timed_window(entry, warm_examples=epoch, least=configured, most=epoch // cfg.batch)
 
 
 def _budget(cfg: BenchConfig) -> float:
@@ -97,7 +86,8 @@ def group_rows(cfg: BenchConfig, dataset, group: str) -> tuple[list[dict], list[
     entries = [lambda o=o: rates.entry(position.build(dataset, o, True, cfg).dataset) for _, o in variants]
     epoch = dataset.num_examples("train")
     window = _window(dataset, cfg, cfg.clicks_window_batches if dataset.name == "clicks" else cfg.window_batches)
-    measured = rates.one_by_one(entries, cfg, warm_examples=epoch, window=window, passes=2 if cfg.quick else PASSES)
+    passes = 2 if cfg.quick else rates.PASSES
+    measured = rates.one_by_one(entries, cfg, warm_examples=epoch, window=window, passes=passes)
     by = {name: m for (name, _), m in zip(variants, measured, strict=True)}
     noise = rates.spread(by["optimized"].median, by["optimized" + AA].median)
     best_name = max((n for n, _ in hand), key=lambda n: by[n].median)

@@ -1,6 +1,7 @@
 """Input position: its speed beside the buffer shuffle, its shuffle quality, its checkpoint cost.
 
-Rows of one suite, measured in the same passes:
+Rows of one suite, measured in the same passes (``order`` rows: windows of about ``rates.WINDOW_S``
+seconds of the buffer shuffle, the rows one at a time in ``rates.PASSES`` passes, forward then reverse):
 
 - ``order``: the training pipeline of ``shapes`` (flip augmentation, batch and shuffle window
   as every suite) with today's buffer shuffle and iterator state, and addressed by position
@@ -69,14 +70,17 @@ def build(dataset, options: PipelineOptions, positioned: bool, cfg: BenchConfig)
     )
 
 
-def order_rows(cfg: BenchConfig, dataset) -> tuple[list[dict], list[Target], float]:
+def order_rows(cfg: BenchConfig, dataset) -> tuple[list[dict], list[Target], float, int, int]:
+    """The order rows, timed one at a time in ``passes`` passes (forward, reverse, ...) of equal windows."""
     resampled = balanced(dataset)
     entries = [
         lambda v=v: rates.entry(build(resampled if v[0] == BALANCED else dataset, v[1], v[2], cfg).dataset)
         for v in VARIANTS
     ]
     epoch = dataset.num_examples("train")
-    measured = rates.one_by_one(entries, cfg, warm_examples=epoch)
+    window = _window(dataset, cfg)
+    passes = 2 if cfg.quick else rates.PASSES
+    measured = rates.one_by_one(entries, cfg, warm_examples=epoch, window=window, passes=passes)
     by = {name: tp for (name, *_), tp in zip(VARIANTS, measured, strict=True)}
     noise = rates.spread(by[BEFORE].median, by[BEFORE + AA].median)
     rows = []
@@ -120,7 +124,17 @@ def order_rows(cfg: BenchConfig, dataset) -> tuple[list[dict], list[Target], flo
             source="issue 16",
         ),
     ]
-    return rows, targets, noise
+    return rows, targets, noise, window, passes
+
+
+def _window(dataset, cfg: BenchConfig) -> int:
+    """Batches per timed window: ``rates.WINDOW_S`` seconds of the buffer shuffle (the reference row),
+    at most one epoch; half-second windows (20 batches) gave this suite A/A spreads near 4%."""
+    if cfg.quick:
+        return cfg.window_batches
+    epoch = dataset.num_examples("train")
+    entry = rates.entry(build(dataset, OPT, False, cfg).dataset)
+    return rates.timed_window(entry, warm_examples=epoch, least=cfg.window_batches, most=epoch // cfg.batch)
 
 
 def canonical_ids(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -258,12 +272,15 @@ def checkpoint_rows(cfg: BenchConfig, dataset) -> tuple[list[dict], list[Target]
 
 def run(cfg: BenchConfig) -> SuiteResult:
     dataset = data.shapes(cfg)
-    rows, targets, noise = order_rows(cfg, dataset)
+    rows, targets, noise, window, passes = order_rows(cfg, dataset)
     rows += quality_rows(cfg, dataset)
     ck_rows, ck_targets = checkpoint_rows(cfg, dataset)
     notes = (
         "order rows: the optimized shapes pipeline (flip, batch and shuffle window as every suite); "
         "position rows checkpoint 3 numbers, the buffer shuffle checkpoints its iterator",
+        f"order rows: timed in windows of {window} batches"
+        + ("" if cfg.quick else f" (about {rates.WINDOW_S:g} s of the buffer shuffle)")
+        + f", the rows one at a time in {passes} passes (forward, reverse, ...), each warmed up again in every pass",
         "checkpoint rows: the iterator is taken after the shuffle buffer filled, as mid-epoch",
     )
     return SuiteResult("position", tuple(rows + ck_rows), tuple(targets + ck_targets), notes, {"order": noise})

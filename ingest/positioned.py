@@ -5,7 +5,9 @@ The stream of one input pipeline is a function of (seed, position, topology) alo
 and a run resumes on any number of workers. Three readers give the same sequence:
 
 - ``decoded``: the split parsed once into memory in canonical order (when the parsed split
-  fits ``pipeline.cache_budget_mb``; today's memory cache), then gathered by index per batch.
+  fits ``pipeline.cache_budget_mb``; today's memory cache), then read by index: each example
+  sliced out of the table (no copy) in the per-example step, or blocks gathered for batch-wise
+  pipelines.
 - ``encoded``: the split's serialized records in memory, gathered by index and parsed per
   batch (``pipeline.shuffle=global`` when the parsed split does not fit).
 - ``stream``: the epoch's files read in the order's file permutation, ``order_cycle`` at a
@@ -186,6 +188,7 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
     batch_wise = bool(options.vectorize) and dataset.batch_wise()
     if files and options.verify_framing and dataset.format == "tfrecord":
         integrity.verify_framing(dataset, list(files))  # a crafted length crashes TensorFlow's reader
+    row = _itself  # the example of a stream item
     if kind == "stream":
         ds = _stream(dataset, files, options, order, slots)
     else:
@@ -193,7 +196,7 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
             table = _table(dataset, request.split, files, options, order, parse=kind == "decoded")
         except integrity.READ_ERRORS as err:
             raise integrity.explain(err, dataset, list(files)) from None
-        ds = _gathered(dataset, table, options, order, slots, parse=kind == "encoded", whole=batch_wise)
+        ds, row = _gathered(dataset, table, options, order, slots, parse=kind == "encoded", whole=batch_wise)
     ordered = dataclasses.replace(options, deterministic=True)  # the position fixes the order
     if kind != "stream" and batch_wise:
         # Blocks of gathered rows cut into batches (unbatch + batch without the per-example step),
@@ -202,9 +205,13 @@ def build(dataset: Dataset, request: Request, options: PipelineOptions) -> Built
         ds = ds.map(dataset.preprocess, num_parallel_calls=stages._calls(options.map_parallelism), deterministic=True)
         return _built(ds, files, request, kind, ordered, batch_wise=True)
     if dataset.has_augment:
-        ds = stages.augment_keyed(ds, dataset.augment, options=ordered, seed=request.seed)
+
+        def augment(item, key):
+            return dataset.augment(row(item), key)
+
+        ds = stages.augment_keyed(ds, augment, options=ordered, seed=request.seed)
     else:
-        ds = ds.map(lambda g, ex: ex)
+        ds = ds.map(lambda g, item: row(item))
     if options.vectorize and dataset.preprocesses_batches():  # augmented per example, preprocessed per batch
         ds = stages.batch(ds, size=request.batch_size, drop_remainder=True)
         ds = stages.per_example(ds, dataset.preprocess, options=ordered)
@@ -286,16 +293,25 @@ def _positions(order: Order, slots: Slots, epoch: tf.Tensor, batch: int) -> tf.d
     return tf.data.Dataset.range(lo, hi).batch(batch).map(lambda j: (slots.position(j), slots.position(j) - base))
 
 
-def _gathered(dataset, table, options, order: Order, slots: Slots, *, parse: bool, whole: bool) -> tf.data.Dataset:
-    """(position, example) pairs gathered from the in-memory table by the order, epoch after epoch
-    (``whole``: blocks of up to ``parse_batch`` pairs, as gathered)."""
+def _gathered(dataset, table, options, order: Order, slots: Slots, *, parse: bool, whole: bool):
+    """(position, item) pairs read from the in-memory table by the order, epoch after epoch, and
+    ``row``, which makes the example of an item: call it in the first per-example map.
+
+    Parsed rows come as canonical indices, and ``row`` slices the example out of the table along
+    its first axis, which shares the table's memory: an example is copied once, by ``batch``, as
+    from the buffer shuffle's cache. Records (``parse``) are gathered and parsed in blocks of
+    ``parse_batch`` (``row`` is the identity); ``whole`` keeps those blocks (batch-wise pipelines).
+    """
     calls = stages._calls(options.map_parallelism)
     start_epoch = slots.start // order.num_examples
+    sliced = not parse and not whole
 
     def epoch_batches(epoch):
         canonical = order.mapper(epoch)  # once per epoch (window mode: the epoch's stream table)
 
         def take(g, place):
+            if sliced:
+                return g, canonical(place)
             rows = tf.nest.map_structure(lambda t: tf.gather(t, canonical(place)), table)
             return g, dataset.parse(rows) if parse else rows
 
@@ -304,7 +320,14 @@ def _gathered(dataset, table, options, order: Order, slots: Slots, *, parse: boo
         )
 
     blocks = tf.data.Dataset.range(start_epoch, 1 << 62).flat_map(epoch_batches)
-    return blocks if whole else blocks.unbatch()
+    if sliced:
+        # Not a map of its own: one more per-example stage cost more than the two copies it saves.
+        return blocks.unbatch(), lambda i: tf.nest.map_structure(lambda t: t[i], table)
+    return (blocks if whole else blocks.unbatch()), _itself
+
+
+def _itself(example):
+    return example
 
 
 def _stream(dataset, files, options, order: Order, slots: Slots) -> tf.data.Dataset:

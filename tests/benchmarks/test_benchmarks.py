@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -121,6 +122,27 @@ def test_every_row_gets_the_same_warm_up_and_work():
     got = rates.one_by_one([factory(8), factory(32)], cfg, warm_examples=100, passes=4)
     assert pulled == [1 + 13 + 7, 1 + 4 + 7, 1 + 4 + 7, 1 + 13 + 7] * 2, pulled
     assert all(m.windows.reps == 4 for m in got)
+
+
+def test_timed_window_is_seconds_of_the_reference_after_its_epoch():
+    """About ``seconds`` of elements at the reference's measured rate, read after one warm epoch, clamped."""
+    pulled: list[int] = []
+
+    def make():
+        def gen():
+            while True:
+                pulled.append(1)
+                time.sleep(0.01)  # about 100 elements/s, 10 examples each
+                yield 10
+
+        return gen()
+
+    entry = (make, lambda b: b)
+    got = rates.timed_window(entry, warm_examples=50, least=1, most=1000, seconds=0.5)
+    assert 25 <= got <= 55, got  # 0.5 s at <= 100 elements/s (sleep overshoots, never undershoots)
+    assert 5 + 60 <= len(pulled) <= 5 + 110, len(pulled)  # the epoch (5 elements), then one second
+    assert rates.timed_window(entry, warm_examples=50, least=80, most=1000, seconds=0.5) == 80
+    assert rates.timed_window(entry, warm_examples=50, least=1, most=7, seconds=0.5) == 7
 
 
 def test_spread_and_differs():
