@@ -26,7 +26,7 @@ BEAM_ARGS ?=
 SERVE_VARS := RUN FORMAT QUANTIZE STEP SOURCE OUTPUT RUNNER
 SERVE_ARGS = $(foreach v,$(SERVE_VARS),$(if $($(v)),'$(v)=$($(v))'))
 
-.PHONY: setup train prepare validate datasets export predict test test-kills test-fast lint format profile bench tensorboard data-service clean help
+.PHONY: setup train prepare validate datasets export predict test test-kills test-elastic test-fast lint format profile bench tensorboard data-service clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
@@ -76,8 +76,13 @@ data-service: setup  ## run a tf.data service dispatcher and WORKERS workers on 
 tensorboard: setup  ## TensorBoard on runs/$(RUN) (or all runs)
 	$(VENV)/bin/tensorboard --logdir runs/$(RUN) --host 127.0.0.1
 
-test: setup  ## all tests, slow multi-process ones included (the kill matrix is make test-kills)
-	$(PY) -m pytest -q --ignore=tests/faults/test_kill_matrix.py
+ELASTIC_TESTS := tests/training/test_elastic.py tests/training/test_horovod_elastic.py
+
+test: setup  ## all tests, slow multi-process ones included (the kill matrix is make test-kills, elastic resume make test-elastic)
+	$(PY) -m pytest -q --ignore=tests/faults/test_kill_matrix.py $(addprefix --ignore=,$(ELASTIC_TESTS))
+
+test-elastic: setup  ## elastic resume: SIGKILLed runs resumed on other worker counts, Horovod elastic (about 6 minutes)
+	$(PY) -m pytest -q $(ELASTIC_TESTS)
 
 test-kills: setup  ## the kill matrix: every kind of run killed KILLS (10) times in each of 4 ways, nothing left behind
 	STOKER_KILLS=$(or $(KILLS),10) $(PY) -m pytest -q tests/faults/test_kill_matrix.py
