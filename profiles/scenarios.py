@@ -94,7 +94,7 @@ def compute_and_end_to_end(
     cached = next(iterator)
     for _ in range(max(1, plan.warmup_steps)):  # the first step compiles
         step(cached)
-    repeated = iter(tf.data.Dataset.from_tensors(cached).repeat()) if loop else None
+    repeated = _repeated(cached) if loop else None
     calls = max(1, math.ceil(plan.per_rep / n)) if loop else 0
     if loop:
         loop(repeated, n)  # compiles
@@ -103,10 +103,7 @@ def compute_and_end_to_end(
     for _ in range(plan.reps):
         windows.append(_window_of_steps(step, cached, plan.per_rep))
         if loop:
-            laps = timing.Laps()
-            for _ in range(calls):
-                loop(repeated, n)
-            looped.append(laps.lap() / (calls * n))
+            looped.append(_window_of_loops(loop, repeated, calls, n))
     log.info(
         "compute-only windows (ms per step): %s; end-to-end compute median %.1f ms%s",
         " ".join(f"{1e3 * w:.1f}" for w in windows),
@@ -130,7 +127,7 @@ def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan:
     compute-only time and the rest (its wait for input; none when the calls were no slower).
     """
     cached = next(iterator)
-    repeated = iter(tf.data.Dataset.from_tensors(cached).repeat())
+    repeated = _repeated(cached)
     calls = max(1, math.ceil(plan.warmup_steps / n))
     for _ in range(calls):  # the first call of each iterator compiles
         loop(repeated, n)
@@ -139,10 +136,7 @@ def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan:
     ends, windows = [], []
     for _ in range(plan.reps):
         for source, out in ((iterator, ends), (repeated, windows)):
-            laps = timing.Laps()
-            for _ in range(per_window):
-                loop(source, n)
-            out.append(laps.lap() / (per_window * n))
+            out.append(_window_of_loops(loop, source, per_window, n))
     compute = statistics.median(windows)
     log.info(
         "loops of %d steps, in turns: compute-only windows (ms per step): %s; end-to-end: %s",
@@ -160,6 +154,19 @@ def windowed_mean(values: tuple[float, ...] | list[float], reps: int) -> float:
     n = max(1, len(values) // max(1, reps))
     windows = [values[i : i + n] for i in range(0, len(values) - n + 1, n)] or [values]
     return statistics.median(sum(w) / len(w) for w in windows)
+
+
+def _repeated(batch: Batch) -> Iterator[Batch]:
+    """One cached batch, endlessly: an in-graph iterator whose next element costs next to nothing."""
+    return iter(tf.data.Dataset.from_tensors(batch).repeat())
+
+
+def _window_of_loops(loop: LoopFn, source: Iterator[Batch], calls: int, n: int) -> float:
+    """Seconds per step of ``calls`` compiled loops of ``n`` steps over ``source``."""
+    laps = timing.Laps()
+    for _ in range(calls):
+        loop(source, n)
+    return laps.lap() / (calls * n)
 
 
 def _window_of_steps(step: StepFn, batch: Batch, n: int) -> float:
