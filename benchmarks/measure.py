@@ -142,7 +142,10 @@ TINY_RUNS = {
     "tiny_looped": [*TINY, "STEPS_PER_LOOP=20", "RUN=profile-tiny-looped"],
 }
 # Written before the run: the share of each step spent outside a compiled step (the wait for input
-# plus dispatching the step from Python): at least 5% one step per call, at most 1% in loops of 20.
+# plus dispatching the step from Python): at least 5% one step per call. In loops of 20, the share
+# of each step waiting for its batch, timed inside the loop (TensorBoard's IteratorGetNext span):
+# at most 1% (rewritten 2026-12-07 before the run: the loop now times its waits itself; the share
+# outside a cached loop's step, the figure before, books the pipeline's CPU beside the step as wait).
 TINY_TARGETS = {"tiny": 0.05, "tiny_looped": 0.01}
 
 
@@ -163,8 +166,10 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 
 def tiny_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     """The tiny model loses at least 5% of each step outside the compiled step and is advised
-    STEPS_PER_LOOP; looped, at most 1%. The input wait alone (TensorBoard's measure) rides along."""
+    STEPS_PER_LOOP; looped, it waits at most 1% of each step for its batch. Beside them: the input
+    wait alone (TensorBoard's measure), and looped, the wait for a batch already in memory."""
     one, looped = (out[k]["report"]["diagnosis"] for k in TINY_RUNS)
+    looped_m = out["tiny_looped"]["report"]["measurements"]
     advised = [a["setting"] for a in one["advice"]]
     return [
         {
@@ -178,11 +183,12 @@ def tiny_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
             and any(a.startswith("STEPS_PER_LOOP=") for a in advised),
         },
         {
-            "name": "tiny model, STEPS_PER_LOOP=20: at most 1% of each step outside the compiled step",
+            "name": "tiny model, STEPS_PER_LOOP=20: at most 1% of each step waiting for its batch (timed in the loop)",
             "wanted": TINY_TARGETS["tiny_looped"],
-            "measured": round(looped["host_fraction"], 4),
-            "input_wait": round(looped["input_fraction"], 4),
-            "met": looped["host_fraction"] <= TINY_TARGETS["tiny_looped"],
+            "measured": round(looped["input_fraction"], 4),
+            "handoff": round(looped_m["handoff_s"] / (looped_m["wait_s"] + looped_m["compute_s"]), 4),
+            "outside_compiled_step": round(looped["host_fraction"], 4),
+            "met": looped["input_fraction"] <= TINY_TARGETS["tiny_looped"],
         },
     ]
 

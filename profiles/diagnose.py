@@ -58,6 +58,7 @@ class Diagnosis:
     host_fraction: float = 0.0  # of the end-to-end step, outside a compiled loop's step (wait + Python per step)
     startup_s: float = 0.0  # building the pipeline plus its first batch
     startup_fraction: float = 0.0  # of the run's estimated wall time (0 when the run's length is unknown)
+    looped: bool = False  # the run takes its batches inside compiled loops (train.steps_per_loop > 1)
 
     @property
     def verdict_text(self) -> str:
@@ -70,7 +71,12 @@ class Diagnosis:
             f"{self.verdict_text}: {100 * self.input_fraction:.1f}% of the step time waits for input; "
             f"{self.speedup_if_input_free:.2f}x faster if input were free"
         )
-        if self.cause == "per-step overhead":
+        if self.cause == "per-step overhead" and self.looped:
+            line += (
+                "; cause: a fixed cost per step, taking each batch from the iterator inside the compiled loop "
+                "(the pipeline alone is far faster than the model)"
+            )
+        elif self.cause == "per-step overhead":
             line += (
                 f"; cause: a fixed cost per step ({100 * self.host_fraction:.0f}% of it outside the compiled step; "
                 "the pipeline alone is far faster than the model)"
@@ -131,17 +137,23 @@ def diagnose(m: Measurements) -> Diagnosis:
     fast = per_step_overhead(m)
     if fast:
         bottleneck = None  # every prefix outruns the model: no stage is what the step waits for
-    # With train.steps_per_loop the batches are taken inside the compiled loop: no Python cost per
-    # step is left to wait for, so what a looped step loses beside a fast pipeline is the host's CPU.
     looped = m.setup.steps_per_loop > 1
     host = m.host_step_s / m.step_s
-    # A single step's fixed cost is its wait plus its dispatch from Python, which its compute-only
-    # time includes: with a compiled loop timed beside it, that whole share is what loops remove.
-    paid = host >= MODERATE if m.loop_step_s else v != "not"
-    overhead = fast and not looped and paid
-    contention = v != "not" and fast and looped
+    if looped:
+        # The batches are taken inside the compiled loop, which times each wait there: beside a fast
+        # pipeline, a wait is the iterator's hand-off of each batch (no Python is left per step),
+        # and a step slower than over a cached batch, its wait aside, lost the host's CPU.
+        overhead = fast and v != "not"
+        contention = fast and not overhead and slowed_in_loop(m) >= MODERATE
+    else:
+        # A single step's fixed cost is its wait plus its dispatch from Python, which its compute-only
+        # time includes: with a compiled loop timed beside it, that whole share is what loops remove.
+        overhead = fast and (host >= MODERATE if m.loop_step_s else v != "not")
+        contention = False
     cause = "per-step overhead" if overhead else "host-CPU contention" if contention else "" if v == "not" else "stage"
-    if overhead:
+    if overhead and looped:  # already in loops: no input setting removes a hand-off per batch
+        advice = advise(m, "not", [])
+    elif overhead:
         advice = _for_overhead(m)
     elif contention:
         advice = _for_contention(m)
@@ -165,6 +177,7 @@ def diagnose(m: Measurements) -> Diagnosis:
         host_fraction=host,
         startup_s=startup_s,
         startup_fraction=startup_fraction,
+        looped=looped,
     )
 
 
@@ -196,6 +209,13 @@ def _for_startup(m: Measurements, first: float, share: float) -> list[Advice]:
     ]
 
 
+def slowed_in_loop(m: Measurements) -> float:
+    """Of a looped end-to-end step, the share by which its compute (the wait aside) outlasted a step
+    of the same loop over a cached batch (its hand-off aside): the host's CPU taken by the pipeline."""
+    alone = m.compute_step_s - m.handoff_s
+    return max(0.0, m.compute_s - alone) / m.step_s
+
+
 def per_step_overhead(m: Measurements) -> bool:
     """The step waits although the pipeline alone, and each of its prefixes, runs ``FAST`` times
     faster than the model consumes: the wait is a fixed cost of taking each batch, not a stage.
@@ -216,7 +236,8 @@ def _for_contention(m: Measurements) -> list[Advice]:
             SERVICE,
             f"the pipeline alone gives {m.input_examples_per_s:,.0f} examples/s, "
             f"{m.input_examples_per_s / m.compute_examples_per_s:.0f}x what the model consumes, yet loops of "
-            f"{s.steps_per_loop} steps run {m.wait_s * 1e3:.2f} ms per step slower over it than over a cached batch: "
+            f"{s.steps_per_loop} steps compute {slowed_in_loop(m) * m.step_s * 1e3:.2f} ms per step longer beside it "
+            f"than over a cached batch (each step's wait for its batch aside): "
             f"its threads take the host's {s.cpu_count} core(s) from the step; run `make data-service WORKERS=1` "
             f"on another host and point the run at the dispatcher (or a smaller pipeline.private_threadpool)",
         )

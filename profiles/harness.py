@@ -98,6 +98,7 @@ def _profile(config: RunConfig, backend: Any) -> Profile:
         compute_step_s=times.compute_only_s,
         loop_step_s=times.loop_step_s,
         loop_steps=loop_steps,
+        handoff_s=times.handoff_s,
         wait_s=scenarios.windowed_mean(times.waits, p.reps),
         compute_s=scenarios.windowed_mean(times.computes, p.reps),
         step_waits=times.waits,

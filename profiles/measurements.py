@@ -81,6 +81,7 @@ class Measurements:
     compute_s: float  # end-to-end: train step after the batch arrived (median over windows of the window mean)
     loop_step_s: float = 0.0  # compute-only in compiled loops of ``loop_steps`` steps (0: not measured)
     loop_steps: int = 0  # steps per compiled call of ``loop_step_s``
+    handoff_s: float = 0.0  # the wait inside those loops for a batch already there (the iterator's hand-off)
     step_waits: tuple[float, ...] = ()  # end-to-end, per timed step
     step_computes: tuple[float, ...] = ()
     stages: tuple[StageRate, ...] = ()  # prefixes in pipeline order

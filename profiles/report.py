@@ -87,11 +87,15 @@ def markdown(
         f"the step would be {d.speedup_if_input_free:.2f}x faster if input were free"
         + (f"; the costliest stage is **{d.bottleneck}**." if d.bottleneck else ".")
         + (
-            f" Each step pays a **fixed cost per step**: {100 * d.host_fraction:.0f}% of it is spent outside the "
+            f" Each step pays a **fixed cost per step** inside the compiled loop: taking its batch from the "
+            f"iterator, {1e3 * m.wait_s:.2f} ms ({1e3 * m.handoff_s:.2f} ms for a batch already in memory), "
+            "while every prefix of the pipeline runs far faster than the model consumes: no stage setting removes it."
+            if d.cause == "per-step overhead" and d.looped
+            else f" Each step pays a **fixed cost per step**: {100 * d.host_fraction:.0f}% of it is spent outside the "
             "compiled step (waiting for the batch, dispatching the step from Python), and every prefix of the "
             "pipeline runs far faster than the model consumes, so no stage setting removes it."
             if d.cause == "per-step overhead"
-            else " The loops of steps run slower over the pipeline than over a cached batch although every "
+            else " The loops of steps compute slower over the pipeline than over a cached batch although every "
             "prefix of it runs far faster than the model consumes: **host-CPU contention** (the pipeline's "
             "threads and the step share the cores)."
             if d.cause == "host-CPU contention"
@@ -128,7 +132,14 @@ def markdown(
             else []
         ),
         f"| end-to-end (real steps) | {ms(m.step_s)} per step = input wait {ms(m.wait_s)} + compute "
-        f"{ms(m.compute_s)} ({len(m.step_waits)} steps) |",
+        f"{ms(m.compute_s)} ({len(m.step_waits)} steps"
+        + (
+            f"; each wait timed inside loops of {m.setup.steps_per_loop}: {1e3 * m.wait_s:.2f} ms, "
+            f"{1e3 * m.handoff_s:.2f} ms over the cached batch)"
+            if m.setup.steps_per_loop > 1
+            else ")"
+        )
+        + " |",
     ]
     if tb:
         lines.append(

@@ -27,7 +27,7 @@ from stoker import timing
 log = logging.getLogger(__name__)
 Batch = dict[str, tf.Tensor]
 StepFn = Callable[[Batch], Any]  # one train step on a batch; returns once the step finished
-LoopFn = Callable[[Iterator[Batch], int], Any]  # n train steps in one call, batches taken inside it
+LoopFn = Callable[[Iterator[Batch], int], Any]  # n train steps in one call: a training.trainer.Loop
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -74,6 +74,7 @@ class StepTimings:
     waits: tuple[float, ...]  # end-to-end, per step: seconds waiting for the next batch
     computes: tuple[float, ...]  # end-to-end, per step: seconds of the train step
     loop_step_s: float = 0.0  # median over windows: a step of a compiled loop over the cached batch (0: not timed)
+    handoff_s: float = 0.0  # mean wait inside those loops: taking a batch that is already there (0: not timed)
 
 
 def compute_and_end_to_end(
@@ -100,10 +101,13 @@ def compute_and_end_to_end(
         loop(repeated, n)  # compiles
     waits, computes = end_to_end(step, iterator, plan)
     windows, looped = [], []
+    handoffs: list[float] = []
     for _ in range(plan.reps):
         windows.append(_window_of_steps(step, cached, plan.per_rep))
         if loop:
-            looped.append(_window_of_loops(loop, repeated, calls, n))
+            t, got = _window_of_loops(loop, repeated, calls, n)
+            looped.append(t)
+            handoffs += got
     log.info(
         "compute-only windows (ms per step): %s; end-to-end compute median %.1f ms%s",
         " ".join(f"{1e3 * w:.1f}" for w in windows),
@@ -113,18 +117,20 @@ def compute_and_end_to_end(
         else "",
     )
     loop_s = statistics.median(looped) if looped else 0.0
-    return StepTimings(statistics.median(windows), tuple(waits), tuple(computes), loop_s)
+    handoff = statistics.fmean(handoffs) if handoffs else 0.0
+    return StepTimings(statistics.median(windows), tuple(waits), tuple(computes), loop_s, handoff)
 
 
 def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan: Plan, n: int) -> StepTimings:
     """As :func:`compute_and_end_to_end`, for ``train.steps_per_loop=n``: ``n`` steps per call.
 
-    The loop takes its batches inside the compiled call, so the wait of one step cannot be timed
-    apart. End-to-end times calls over the real iterator; compute-only times the same calls over
-    one cached batch repeated (an in-graph iterator of one tensor, whose next element costs next to
-    nothing). The two are timed in turns, window by window, so load that comes and goes weighs on
-    both alike. Each step of a window is given the window's time per step, split into the
-    compute-only time and the rest (its wait for input; none when the calls were no slower).
+    The loop takes its batches inside the compiled call and times each step's wait for it there
+    (``training.trainer``: clock reads around the iterator's get_next, the span TensorBoard books
+    as IteratorGetNext). End-to-end times calls over the real iterator; compute-only times the
+    same calls over one cached batch repeated (an in-graph iterator of one tensor, always ready),
+    whose waits are the hand-off of a batch that is already there. The two are timed in turns,
+    window by window, so load that comes and goes weighs on both alike. A step's compute is its
+    call's time per step less its wait: a step slowed by the pipeline's threads shows there.
     """
     cached = next(iterator)
     repeated = _repeated(cached)
@@ -133,20 +139,26 @@ def compute_and_end_to_end_looped(loop: LoopFn, iterator: Iterator[Batch], plan:
         loop(repeated, n)
         loop(iterator, n)
     per_window = max(1, plan.per_rep // n)
-    ends, windows = [], []
+    ends, windows, waits, computes, handoffs = [], [], [], [], []
     for _ in range(plan.reps):
-        for source, out in ((iterator, ends), (repeated, windows)):
-            out.append(_window_of_loops(loop, source, per_window, n))
+        t, got = _window_of_loops(loop, iterator, per_window, n)
+        ends.append(t)
+        waits += got
+        computes += [max(0.0, t - w) for w in got]
+        t, got = _window_of_loops(loop, repeated, per_window, n)
+        windows.append(t)
+        handoffs += got
     compute = statistics.median(windows)
     log.info(
-        "loops of %d steps, in turns: compute-only windows (ms per step): %s; end-to-end: %s",
+        "loops of %d steps, in turns: compute-only windows (ms per step): %s; end-to-end: %s; "
+        "waits inside the loop: %.3f ms per step (%.3f ms over the cached batch)",
         n,
         " ".join(f"{1e3 * w:.2f}" for w in windows),
         " ".join(f"{1e3 * w:.2f}" for w in ends),
+        1e3 * statistics.fmean(waits),
+        1e3 * statistics.fmean(handoffs),
     )
-    waits = tuple(max(0.0, t - compute) for t in ends for _ in range(per_window * n))
-    computes = tuple(min(t, compute) for t in ends for _ in range(per_window * n))
-    return StepTimings(compute, waits, computes, compute)
+    return StepTimings(compute, tuple(waits), tuple(computes), compute, statistics.fmean(handoffs))
 
 
 def windowed_mean(values: tuple[float, ...] | list[float], reps: int) -> float:
@@ -161,12 +173,13 @@ def _repeated(batch: Batch) -> Iterator[Batch]:
     return iter(tf.data.Dataset.from_tensors(batch).repeat())
 
 
-def _window_of_loops(loop: LoopFn, source: Iterator[Batch], calls: int, n: int) -> float:
-    """Seconds per step of ``calls`` compiled loops of ``n`` steps over ``source``."""
+def _window_of_loops(loop: LoopFn, source: Iterator[Batch], calls: int, n: int) -> tuple[float, list[float]]:
+    """Seconds per step of ``calls`` compiled loops of ``n`` steps over ``source``, and each step's
+    wait for its batch as the loop timed it."""
     laps = timing.Laps()
-    for _ in range(calls):
-        loop(source, n)
-    return laps.lap() / (calls * n)
+    out = [loop(source, n) for _ in range(calls)]
+    per_step = laps.lap() / (calls * n)
+    return per_step, [float(w) for o in out for w in o.waits]
 
 
 def _window_of_steps(step: StepFn, batch: Batch, n: int) -> float:

@@ -37,7 +37,7 @@ class Preempted(Exception):
 
 def _window() -> dict[str, Any]:
     """A log window's sums (reset at each progress line)."""
-    return {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0, "looped": False}
+    return {"loss": 0.0, "correct": 0.0, "n": 0, "t": timing.Laps(), "wait": 0.0, "timed": True}
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -224,7 +224,7 @@ class _Loop:
         return loss
 
     def _one_loop(self, steps: int) -> float:
-        """Host: ``steps`` steps in one compiled call; the input wait is inside it (not measured)."""
+        """Host: ``steps`` steps in one compiled call; each step's input wait is timed inside it."""
         laps = timing.Laps()
         ids_key = "id" if self.ids.enabled and "id" in self.built.dataset.element_spec else ""
         try:
@@ -234,7 +234,9 @@ class _Loop:
         except integrity.READ_ERRORS as err:
             raise integrity.explain(err, self.dataset, self.built.files) from None
         per_step = laps.lap() / steps
-        self._account(list(out.losses), list(out.correct), [math.nan] * steps, [per_step] * steps, out.ids)
+        waits = [float(w) for w in out.waits]  # NaN under op determinism: not timed
+        computes = [per_step if math.isnan(w) else max(0.0, per_step - w) for w in waits]
+        self._account(list(out.losses), list(out.correct), waits, computes, out.ids)
         return float(out.losses[-1])
 
     def _account(self, losses, correct, waits, computes, ids) -> None:
@@ -259,7 +261,7 @@ class _Loop:
             w["correct"] += float(correct[k])
             w["n"] += 1
             w["wait"] += 0.0 if math.isnan(waits[k]) else waits[k]
-            w["looped"] = w["looped"] or math.isnan(waits[k])
+            w["timed"] = w["timed"] and not math.isnan(waits[k])
 
     def _log(self, s: int, w: dict[str, Any]) -> None:
         elapsed = w["t"].lap()
@@ -267,7 +269,7 @@ class _Loop:
         loss, acc = w["loss"] / w["n"], w["correct"] / (w["n"] * global_batch)
         rate = w["n"] * global_batch / elapsed if elapsed else 0.0
         epoch = (s - 1) // self.steps_per_epoch + 1
-        wait = None if w["looped"] else (w["wait"] / elapsed if elapsed else 0.0)
+        wait = (w["wait"] / elapsed if elapsed else 0.0) if w["timed"] else None
         if self.backend.is_chief:
             log.info(
                 "step %d/%d epoch %d  loss %.4f  acc %.3f  %.0f ex/s  input-wait %s",
@@ -277,7 +279,7 @@ class _Loop:
                 loss,
                 acc,
                 rate,
-                "inside loops" if wait is None else f"{100 * wait:.1f}%",
+                "not timed (op determinism)" if wait is None else f"{100 * wait:.1f}%",
             )
             scalars = {"train/loss": loss, "train/accuracy": acc, "train/examples_per_sec": rate}
             if wait is not None:
@@ -373,7 +375,7 @@ class _Loop:
             "input_state_bytes": self.input_state.nbytes() if self.input_state is not None else None,
             "input_position": self._position(),
             "input_wait_fraction": self.times.fraction(),
-            "input_wait_per_step": self.times.per_step(),  # null for steps inside a compiled loop
+            "input_wait_per_step": self.times.per_step(),  # in a loop: timed in the graph (null: determinism)
             "steps_per_loop": self.config.train.steps_per_loop,
             "step_time_median_s": float(np.median(self.times.step_seconds())) if steps_run else None,
             "corrupt_records": self.built.corrupt.as_dict(),

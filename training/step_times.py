@@ -8,17 +8,18 @@ import math
 
 @dataclasses.dataclass
 class StepTimes:
-    """Per-step host timings: waiting for the next batch, and the step itself.
+    """Per-step timings: waiting for the next batch, and the step itself.
 
     Steps run inside a compiled loop (``train.steps_per_loop``) take their batches inside it:
-    their wait is NaN (not measured) and their compute is the loop's time over its steps."""
+    their wait is timed in the graph (``training.trainer``; NaN, not timed, under op determinism),
+    and their compute is the rest of the loop's time per step."""
 
     wait: list[float] = dataclasses.field(default_factory=list)
     compute: list[float] = dataclasses.field(default_factory=list)
 
     def fraction(self) -> float | None:
         """Input wait / step time over the steady state (the first step compiles); None when no
-        step after the first measured its wait."""
+        step after the first timed its wait."""
         pairs = [(w, c) for w, c in zip(self.wait[1:], self.compute[1:], strict=True) if not math.isnan(w)]
         w, c = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
         if not pairs:

@@ -76,6 +76,7 @@ def _compare(trained, backend: str) -> None:
     assert set(w1) == set(w2)
     for k in w1:
         np.testing.assert_allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # Op determinism forbids the in-graph clock that times a looped step's wait: not timed (null).
     assert loop["input_wait_per_step"][0] is not None and loop["input_wait_per_step"][-1] is None
     assert one["eval"]["accuracy"] == loop["eval"]["accuracy"]
 
