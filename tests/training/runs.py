@@ -82,6 +82,31 @@ def train_all(
     return {run: json.loads((runs_dir / run / "metrics.json").read_text()) for run in items}
 
 
+def start_and_kill(
+    runs_dir: Path,
+    run: str,
+    items: list[str],
+    sets: list[str],
+    *,
+    lines: int,
+    timeout: float = 300,
+    poll_s: float = 0.05,
+) -> None:
+    """Start a run (:func:`start`) and SIGKILL its whole process group once the chief's recorded
+    ids hold ``lines`` steps; fails with the run's output when it ends (or ``timeout`` passes) first."""
+    proc = start(runs_dir, run, items, sets)
+    try:
+        if not wait_for_lines(runs_dir / run / "ids" / "worker_0.txt", proc, lines, timeout=timeout, poll_s=poll_s):
+            out = proc.stdout.read()[-3000:] if proc.poll() is not None else f"(still running after {timeout} s)"
+            raise AssertionError(f"run {run} ({' '.join(items)}) did not reach step {lines}:\n{out}")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def wait_for_lines(path: Path, proc: subprocess.Popen, lines: int, *, timeout: float, poll_s: float = 0.05) -> bool:
     """Poll until ``path`` holds ``lines`` complete lines; False when ``proc`` ends or ``timeout`` passes first."""
     deadline = time.monotonic() + timeout

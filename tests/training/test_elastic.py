@@ -9,11 +9,8 @@ sees each example exactly once and the run ends at the same step as an uninterru
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import signal
-import subprocess
 import time
 from collections import Counter
 
@@ -97,25 +94,10 @@ def _workers(items: list[str]) -> int:
 
 def run_leg_and_kill(runs_dir, items, resumed: int, rng: random.Random) -> None:
     """Start a leg and SIGKILL its whole process group once the chief is a few steps past ``resumed``."""
-    cmd = runs.command(runs_dir, "elastic", ITEMS + items, SETS)
-    proc = subprocess.Popen(
-        cmd, env=runs.env(), cwd=runs.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    ids = runs_dir / "elastic" / "ids" / "worker_0.txt"
     # Past at least one new checkpoint, at a random step; early enough that the legs after it still
     # have steps to train (with kills at 7-12 steps, the 5th leg of a chain was left none of 40).
     lines = EVERY + 1 + rng.randrange(EVERY * 2)
-    try:
-        reached = runs.wait_for_lines(ids, proc, lines, timeout=300, poll_s=0.02)
-        if not reached:
-            out = proc.stdout.read().decode()[-3000:] if proc.poll() is not None else ""
-            raise AssertionError(f"leg {items} did not reach {lines} steps:\n{out}")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    runs.start_and_kill(runs_dir, "elastic", ITEMS + items, SETS, lines=lines, poll_s=0.02)
 
 
 @pytest.mark.timeout(1500)

@@ -12,6 +12,7 @@ parts, in rank order, must be the global batch an uninterrupted single pipeline 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -29,14 +30,14 @@ pytestmark = pytest.mark.slow
 
 # 30 epochs (600 steps, ~20 s of training here): a joining rank needs 6-15 s to start, and the
 # survivor trains alone meanwhile, at ~40 steps/s
-BATCH, EPOCHS = 24, 30
+BATCH, EPOCHS, COMMIT_EVERY = 24, 30, 2
 TOTAL = EPOCHS * EXAMPLES // BATCH
 ITEMS = ["CONFIG=tiny", "DATASET=synthetic", f"BATCH={BATCH}", f"EPOCHS={EPOCHS}"]
 ITEMS += ["STRATEGY=horovod", "ELASTIC=1", "NP=2", "MIN_NP=1", "MAX_NP=3"]
 SETS = [
     f"data.image_size=16 data.train_examples={EXAMPLES} data.eval_examples=32 data.shuffle_buffer=100 "
     "train.checkpoint_every=10 train.eval_every_epoch=false train.record_ids=true train.log_every=20 "
-    "strategy.commit_every=2 strategy.collective_timeout_s=60"
+    f"strategy.commit_every={COMMIT_EVERY} strategy.collective_timeout_s=60"
 ]
 
 
@@ -77,6 +78,31 @@ def wait_until(check, proc: subprocess.Popen, timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
+def _fill_unrecorded(steps: dict[int, dict[int, list[int]]], expected: list[np.ndarray], out: str) -> list[int]:
+    """Steps the victim trained but whose id lines died with it; their record completed in ``steps``.
+
+    A commit saves each rank's state and then writes its held id lines. A rank SIGKILLed between
+    the two, after the commit's steps had run on both ranks, leaves the survivor's lines of those
+    steps alone, though the survivor goes on from that very commit: they were trained on the whole
+    global batch. Only steps of the commit the survivor restored may be so, at most
+    ``COMMIT_EVERY``, and the survivor's lines must be exactly its rank's half of each batch; the
+    victim's half is then filled in from the uninterrupted run, for the checks that follow.
+    """
+    found = re.search(r"rank 0 of 1 from step (\d+)", out)
+    assert found, "the survivor never went on alone:\n" + out[-3000:]
+    restored = int(found.group(1))
+    gap = [s for s in range(1, restored + 1) if len(steps[s]) == 1]
+    early = [s for s in gap if s <= restored - COMMIT_EVERY]
+    assert not early, f"steps {early} recorded by one rank, before the commit the survivor restored ({restored})"
+    for s in gap:
+        (rank,) = steps[s]
+        half = len(expected[s - 1]) // 2
+        parts = [expected[s - 1][:half], expected[s - 1][half:]]
+        assert np.array_equal(steps[s][rank], parts[rank]), f"step {s}: rank {rank}'s part is not its half of the batch"
+        steps[s] = {r: list(p) for r, p in enumerate(parts)}
+    return gap
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("victim", [1, 0])
 def test_rank_killed_and_slot_added_mid_epoch_loses_and_repeats_nothing(tmp_path, victim):
@@ -101,9 +127,10 @@ def test_rank_killed_and_slot_added_mid_epoch_loses_and_repeats_nothing(tmp_path
     assert proc.returncode == 0, out[-4000:]
     wait_gone(tmp_path)
     steps = committed(run_dir / "ids")
-    worlds = [len(steps[s]) for s in sorted(steps)]
     expected = expected_batches(TOTAL)
     assert sorted(steps) == list(range(1, TOTAL + 1)), f"steps missing: {sorted(set(range(1, TOTAL + 1)) - set(steps))}"
+    unrecorded = _fill_unrecorded(steps, expected, out)
+    worlds = [len(steps[s]) for s in sorted(steps)]
     wrong = [s for s in steps if sorted(steps[s]) != list(range(len(steps[s])))]
     assert not wrong, f"steps not committed by ranks 0..n-1 of one world: {wrong[:5]}"
     wrong = [
@@ -119,7 +146,8 @@ def test_rank_killed_and_slot_added_mid_epoch_loses_and_repeats_nothing(tmp_path
     print("\n".join(line for line in out.splitlines() if "horovod elastic" in line or "exit with" in line))
     print(
         f"victim rank {victim}: killed after step {killed_at} (epoch {killed_at // 20 + 1}, step "
-        f"{killed_at % 20} of 20); steps {solo[0]}..{solo[-1]} on 1 rank, "
+        f"{killed_at % 20} of 20); its id lines of steps {unrecorded or 'none'} lost with it; "
+        f"steps {solo[0]}..{solo[-1]} on 1 rank, "
         f"2 ranks again from step {solo[-1] + 1}; {TOTAL} steps, {EPOCHS} epochs x {EXAMPLES} ids: "
         f"0 lost, 0 repeated ({time.monotonic() - start:.0f} s)"
     )

@@ -8,10 +8,7 @@ over 2 devices) is SIGKILLed as a process group at a random step after a checkpo
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 
 import numpy as np
 import pytest
@@ -70,24 +67,8 @@ def test_sigkill_then_resume_reproduces_the_resampled_stream(tmp_path, kind):
         f"train.checkpoint_every={EVERY} train.eval_every_epoch=false train.record_ids=true"
     ]
     first = items + ["STRATEGY=mirrored", "DEVICES=2"]
-    proc = subprocess.Popen(
-        runs.command(tmp_path, "r", first, sets),
-        env=runs.env(),
-        cwd=runs.REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     lines = 2 * EVERY + 1 + random.Random(kind).randrange(2 * EVERY)
-    try:
-        reached = runs.wait_for_lines(tmp_path / "r" / "ids" / "worker_0.txt", proc, lines, timeout=300)
-        assert reached, f"the first leg ended before step {lines}:\n{proc.stdout.read().decode()[-3000:]}"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    runs.start_and_kill(tmp_path, "r", first, sets, lines=lines)
     wait_gone(tmp_path)
     saved = chief_step(tmp_path / "r")
     before = leg_batches(tmp_path / "r" / "ids", 1)
