@@ -48,6 +48,11 @@ def profile(config: RunConfig) -> Profile:
             f"make profile measures one process; STRATEGY={config.strategy.name} launches several. "
             f"Profile with STRATEGY=mirrored (or one_device) on one host"
         )
+    if config.train.steps_per_loop > 1 and config.train.deterministic:
+        raise StokerError(
+            f"make profile times each step's input wait inside loops of STEPS_PER_LOOP={config.train.steps_per_loop}, "
+            "which op determinism (DETERMINISTIC=1, train.deterministic) forbids: profile without it"
+        )
     backend = make_backend(config.strategy)
     try:
         return _profile(config, backend)

@@ -175,11 +175,11 @@ def _repeated(batch: Batch) -> Iterator[Batch]:
 
 def _window_of_loops(loop: LoopFn, source: Iterator[Batch], calls: int, n: int) -> tuple[float, list[float]]:
     """Seconds per step of ``calls`` compiled loops of ``n`` steps over ``source``, and each step's
-    wait for its batch as the loop timed it."""
+    wait for its batch as the loop timed it (none under op determinism, which leaves them NaN)."""
     laps = timing.Laps()
     out = [loop(source, n) for _ in range(calls)]
     per_step = laps.lap() / (calls * n)
-    return per_step, [float(w) for o in out for w in o.waits]
+    return per_step, [float(w) for o in out for w in o.waits if not math.isnan(w)]
 
 
 def _window_of_steps(step: StepFn, batch: Batch, n: int) -> float:

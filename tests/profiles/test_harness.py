@@ -23,6 +23,7 @@ from tensorboard_plugin_profile.convert import raw_to_tool_data
 from ingest import runconfig as run_config
 from ingest.datasets import REGISTRY
 from profiles import harness
+from stoker.errors import StokerError
 from tests.profiles.planted import HeavyShapes, planted
 
 QUICK = "profile.steps=6 profile.reps=3 profile.warmup_steps=2 profile.stage_batches=3"
@@ -174,6 +175,13 @@ def test_a_looped_run_is_profiled_as_it_trains_in_loops(tmp_path):
     assert "STEPS_PER_LOOP=4" not in [a.setting for a in d.advice]
     body = json.loads((result.directory / "report.json").read_text())
     assert body["config"]["train"]["steps_per_loop"] == 4
+
+
+def test_a_looped_profile_under_op_determinism_is_refused_with_one_clear_error(tmp_path):
+    # Op determinism forbids the in-graph clock that times a looped step's wait.
+    cfg = config(tmp_path, ["DATASET=synthetic", "STEPS_PER_LOOP=4", "DETERMINISTIC=1", "RUN=det"])
+    with pytest.raises(StokerError, match="op determinism"):
+        harness.profile(cfg)
 
 
 def test_a_tiny_model_is_advised_steps_per_loop_and_looped_is_never_advised_it_again(tmp_path):
